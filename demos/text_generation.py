@@ -1,0 +1,416 @@
+"""Text generation: GPT-2 continues a prompt one token at a time, and shows how likely each token was."""
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    RepetitionPenaltyLogitsProcessor,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+    set_seed,
+)
+from transformers.generation.streamers import BaseStreamer
+
+from hub import tiny
+from hub.checks import check_choice, check_int, check_number, check_text
+from hub.demo import Demo
+from hub.errors import HubError
+from hub.models import ModelStore
+from hub.ui import code_accordion, load_model, show_errors
+
+DEFAULT_MODEL = "openai-community/gpt2"
+MAX_PROMPT_CHARS = 20_000  # longer prompts are refused; long-but-allowed ones are cut to fit the context
+MAX_NEW_TOKENS = 512
+DECODING = ("sampling", "greedy")
+TIME_LIMIT_S = 180  # a generation never runs longer than this, whoever asked for it
+UPDATE_EVERY_S = 0.05  # streamed updates are batched: one per token costs the generation thread CPU time
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The model
+
+
+@dataclass
+class TextGenerator:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    source: str
+
+    @property
+    def context(self) -> int:
+        """How many positions (prompt + new tokens) the model can attend to; 1024 for GPT-2."""
+        config = self.model.config
+        return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 1024)
+
+
+def load_text_generator(source: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> TextGenerator:
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, use_safetensors=True).to(device).eval()
+    return TextGenerator(model, tokenizer, source)
+
+
+def build_tiny_gpt2(folder: Path) -> None:
+    tokenizer = tiny.gpt2_tokenizer(max_length=256)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=256,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The work: checked settings, a prompt that fits, streamed generation, and what each token's probability was
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 50
+    decoding: str = "sampling"  # or "greedy": always the most likely token
+    temperature: float = 0.8
+    top_k: int = 50  # 0 = no top-k cut
+    top_p: float = 0.95
+    repetition_penalty: float = 1.0
+    seed: int = 0
+
+    def generate_kwargs(self) -> dict:
+        """The arguments of `model.generate` these settings stand for."""
+        kwargs = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
+        if self.decoding == "greedy":
+            return {**kwargs, "do_sample": False}
+        return {**kwargs, "do_sample": True, "temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
+
+
+def check_settings(
+    max_new_tokens: float = 50,
+    decoding: str = "sampling",
+    temperature: float = 0.8,
+    top_k: float = 50,
+    top_p: float = 0.95,
+    repetition_penalty: float = 1.0,
+    seed: float = 0,
+) -> GenerationSettings:
+    return GenerationSettings(
+        max_new_tokens=check_int(max_new_tokens, "Max new tokens", 1, MAX_NEW_TOKENS),
+        decoding=check_choice(decoding, "Decoding", DECODING),
+        temperature=check_number(temperature, "Temperature", 0.05, 2.0),
+        top_k=check_int(top_k, "Top-k", 0, 1000),
+        top_p=check_number(top_p, "Top-p", 0.05, 1.0),
+        repetition_penalty=check_number(repetition_penalty, "Repetition penalty", 1.0, 2.0),
+        seed=check_int(seed, "Seed", 0, 2**31 - 1),
+    )
+
+
+@dataclass
+class Prompt:
+    input_ids: torch.Tensor  # shape (1, n)
+    cut_tokens: int  # tokens dropped from the left so that prompt + new tokens fit the context
+
+
+def fit_prompt(generator: TextGenerator, prompt: str, max_new_tokens: int) -> Prompt:
+    """Tokenize the prompt, keeping only its last tokens if prompt + new tokens would overflow the context."""
+    if max_new_tokens >= generator.context:
+        raise HubError(f"Max new tokens must be below the model's context of {generator.context} tokens.")
+    ids = generator.tokenizer(prompt, return_tensors="pt").input_ids
+    room = generator.context - max_new_tokens
+    cut = max(0, ids.shape[1] - room)
+    return Prompt(ids[:, cut:], cut)
+
+
+class _TokenQueue(BaseStreamer):
+    """Receives each new token id from `generate` (run in another thread) and hands it over unchanged."""
+
+    def __init__(self):
+        self.tokens: queue.Queue = queue.Queue()
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:  # generate first pushes the prompt itself
+            self._prompt_seen = True
+            return
+        self.tokens.put(int(value.reshape(-1)[0]))
+
+    def end(self) -> None:
+        self.tokens.put(None)
+
+
+class _StopWhenSet(StoppingCriteria):
+    def __init__(self, stop: threading.Event, deadline: float):
+        self.stop, self.deadline = stop, deadline
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+        done = self.stop.is_set() or time.monotonic() > self.deadline
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+# Generation threads running now; tests read it to check that Stop really stops them.
+running_generations: set[threading.Thread] = set()
+
+
+@dataclass
+class Generation:
+    """The continuation so far: its text and the exact token ids behind it."""
+
+    text: str
+    prompt_ids: list[int]
+    new_ids: list[int]
+    cut_tokens: int  # prompt tokens dropped to fit the context
+
+
+def generate_stream(
+    generator: TextGenerator,
+    prompt: str,
+    settings: GenerationSettings = GenerationSettings(),
+    stop: threading.Event | None = None,
+    update_every_s: float = UPDATE_EVERY_S,
+) -> Iterator[Generation]:
+    """Yield the continuation so far while `generate` runs in a thread; closing the iterator stops it."""
+    fitted = fit_prompt(generator, check_text(prompt, "Prompt", MAX_PROMPT_CHARS), settings.max_new_tokens)
+    stop = stop or threading.Event()
+    streamer = _TokenQueue()
+    model = generator.model
+    input_ids = fitted.input_ids.to(model.device)
+
+    def run() -> None:
+        try:
+            set_seed(settings.seed)
+            with torch.inference_mode():
+                model.generate(
+                    input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    pad_token_id=generator.tokenizer.eos_token_id,
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop, time.monotonic() + TIME_LIMIT_S)]),
+                    **settings.generate_kwargs(),
+                )
+        finally:
+            streamer.end()
+            running_generations.discard(thread)
+
+    thread = threading.Thread(target=run, name="generate", daemon=True)
+    running_generations.add(thread)
+    thread.start()
+    prompt_ids = fitted.input_ids[0].tolist()
+    new_ids: list[int] = []
+    text, last_update = "", time.monotonic()
+    try:
+        while (token := streamer.tokens.get()) is not None:
+            new_ids.append(token)
+            if time.monotonic() - last_update < update_every_s:
+                continue
+            decoded = generator.tokenizer.decode(new_ids, skip_special_tokens=True)
+            if not decoded.endswith("\ufffd"):  # wait for the rest of a character split across tokens
+                text, last_update = decoded, time.monotonic()
+                yield Generation(text, prompt_ids, list(new_ids), fitted.cut_tokens)
+        text = generator.tokenizer.decode(new_ids, skip_special_tokens=True)
+        yield Generation(text, prompt_ids, new_ids, fitted.cut_tokens)
+    finally:
+        stop.set()  # the visitor pressed Stop or left: the generation thread ends at its next token
+        thread.join(timeout=5)
+
+
+@dataclass
+class TokenProbabilities:
+    """For each generated token: its text, the model's probability for it, and the top alternatives."""
+
+    tokens: list[str]
+    probabilities: list[float]  # softmax of the model's logits at that position
+    alternatives: list[pd.DataFrame]  # token, model probability, probability after the sampling settings
+
+
+def sampling_processors(settings: GenerationSettings) -> LogitsProcessorList:
+    """The same logits processors `generate` applies for these settings, to show what sampling draws from."""
+    processors = LogitsProcessorList()
+    if settings.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
+    if settings.decoding == "sampling":
+        processors.append(TemperatureLogitsWarper(settings.temperature))
+        if settings.top_k > 0:
+            processors.append(TopKLogitsWarper(settings.top_k))
+        if settings.top_p < 1.0:
+            processors.append(TopPLogitsWarper(settings.top_p))
+    return processors
+
+
+def token_probabilities(
+    generator: TextGenerator, generation: Generation, settings: GenerationSettings, top: int = 5
+) -> TokenProbabilities:
+    """Score the generated tokens with one forward pass over prompt + continuation."""
+    ids = torch.tensor([generation.prompt_ids + generation.new_ids], device=generator.model.device)
+    with torch.inference_mode():
+        logits = generator.model(ids).logits[0].float()
+    processors = sampling_processors(settings)
+    start = len(generation.prompt_ids)
+    tokens, probabilities, alternatives = [], [], []
+    for position in range(start, ids.shape[1]):
+        step_logits = logits[position - 1 : position]
+        model_probs = step_logits.softmax(-1)[0]
+        sampling_probs = processors(ids[:, :position], step_logits.clone())[0].softmax(-1)
+        chosen = int(ids[0, position])
+        tokens.append(generator.tokenizer.decode([chosen]))
+        probabilities.append(float(model_probs[chosen]))
+        top_ids = model_probs.topk(min(top, model_probs.numel())).indices.tolist()
+        if chosen not in top_ids:
+            top_ids.append(chosen)
+        alternatives.append(
+            pd.DataFrame(
+                {
+                    "token": [repr(generator.tokenizer.decode([i])) for i in top_ids],
+                    "model probability": [round(float(model_probs[i]), 4) for i in top_ids],
+                    "after sampling settings": [round(float(sampling_probs[i]), 4) for i in top_ids],
+                    "chosen": ["<-" if i == chosen else "" for i in top_ids],
+                }
+            )
+        )
+    return TokenProbabilities(tokens, probabilities, alternatives)
+
+
+def reproduce_code(source: str, prompt: str, settings: GenerationSettings, dtype: torch.dtype, cut: int) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in settings.generate_kwargs().items())
+    prompt_line = f"inputs = tokenizer({prompt!r}, return_tensors='pt')"
+    if cut:
+        prompt_line += f"\ninputs = {{k: v[:, {cut}:] for k, v in inputs.items()}}  # keep what fits the context"
+    return f"""import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+tokenizer = AutoTokenizer.from_pretrained({source!r})
+model = AutoModelForCausalLM.from_pretrained({source!r}, dtype={dtype})
+{prompt_line}
+set_seed({settings.seed})
+output = model.generate(**inputs, {args}, pad_token_id=tokenizer.eos_token_id)
+print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The tab
+
+EXAMPLES = [
+    ["Once upon a time, in a small village by the sea,"],
+    ["The three most important ideas in machine learning are"],
+    ["Attention is all you need because"],
+    ["Dear diary, today I finally understood transformers:"],
+]
+
+
+def text_generation_tab(store: ModelStore) -> None:
+    gr.Markdown(
+        "GPT-2 writes by predicting one token at a time. Sampling settings change which token it picks: "
+        "**temperature** sharpens or flattens the odds, **top-k** and **top-p** cut off unlikely tokens."
+    )
+    with gr.Row():
+        with gr.Column():
+            prompt = gr.Textbox(label="Prompt", lines=4, value=EXAMPLES[0][0], max_length=MAX_PROMPT_CHARS)
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary")
+                stop = gr.Button("Stop", variant="stop")
+            with gr.Accordion("Sampling settings", open=True):
+                max_new_tokens = gr.Slider(1, 256, value=50, step=1, label="Max new tokens")
+                decoding = gr.Radio(list(DECODING), value="sampling", label="Decoding (greedy = always the top token)")
+                temperature = gr.Slider(0.05, 2.0, value=0.8, step=0.05, label="Temperature")
+                top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k (0 = off)")
+                top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="Top-p")
+                repetition_penalty = gr.Slider(1.0, 2.0, value=1.0, step=0.05, label="Repetition penalty")
+                seed = gr.Number(value=0, precision=0, label="Seed (same seed + settings = same text)")
+            gr.Examples(EXAMPLES, inputs=[prompt])
+        with gr.Column():
+            output = gr.Textbox(label="Continuation", lines=10, elem_id="generation-output")
+            tokens_view = gr.HighlightedText(
+                label="Generated tokens, coloured by the probability the model gave each (click one)",
+                elem_id="generation-tokens",
+            )
+            alternatives = gr.Dataframe(
+                label="The model's top choices for the selected token",
+                interactive=False,
+                elem_id="generation-alternatives",
+            )
+    code = code_accordion()
+    generation = gr.State()  # the last Generation: exact token ids for the probability view
+    scored = gr.State()  # its TokenProbabilities, for clicks on tokens
+
+    settings_inputs = [max_new_tokens, decoding, temperature, top_k, top_p, repetition_penalty, seed]
+
+    @show_errors
+    def generate(prompt, max_new_tokens=50, decoding="sampling", temperature=0.8, top_k=50, top_p=0.95,
+                 repetition_penalty=1.0, seed=0, progress=gr.Progress()):  # fmt: skip
+        settings = check_settings(max_new_tokens, decoding, temperature, top_k, top_p, repetition_penalty, seed)
+        text = check_text(prompt, "Prompt", MAX_PROMPT_CHARS)
+        generator = load_model(store, "text-generation", progress)
+        warned = False
+        for partial in generate_stream(generator, text, settings):
+            if partial.cut_tokens and not warned:
+                gr.Warning(
+                    f"The prompt was cut: its first {partial.cut_tokens} tokens were dropped to fit the context."
+                )
+                warned = True
+            yield partial.text, partial
+
+    @show_errors
+    def explain(last: Generation | None, max_new_tokens, decoding, temperature, top_k, top_p, repetition_penalty, seed,
+                prompt):  # fmt: skip
+        if last is None:
+            return [], None, None, ""
+        settings = check_settings(max_new_tokens, decoding, temperature, top_k, top_p, repetition_penalty, seed)
+        code_text = reproduce_code(
+            store.source("text-generation"), prompt.strip(), settings, store.dtype, last.cut_tokens
+        )
+        if not last.new_ids:
+            return [], None, None, code_text
+        result = token_probabilities(store.get("text-generation"), last, settings)
+        highlighted = [(token, round(p, 3)) for token, p in zip(result.tokens, result.probabilities)]
+        return highlighted, result, result.alternatives[0], code_text
+
+    def show_alternatives(result: TokenProbabilities | None, evt: gr.SelectData):
+        if result is None or not isinstance(evt.index, int) or not 0 <= evt.index < len(result.alternatives):
+            return None
+        return result.alternatives[evt.index]
+
+    event = gr.on(
+        [run.click, prompt.submit],
+        generate,
+        [prompt, *settings_inputs],
+        [output, generation],
+        api_name="generate",
+        concurrency_limit=1,
+    )
+    event.then(
+        explain,
+        [generation, *settings_inputs, prompt],
+        [tokens_view, scored, alternatives, code],
+        api_visibility="private",
+    )
+    stop.click(None, cancels=[event])
+    tokens_view.select(show_alternatives, scored, alternatives, api_visibility="private")
+
+
+DEMO = Demo(
+    id="text-generation",
+    title="Text generation (GPT-2)",
+    default_model=DEFAULT_MODEL,
+    load=load_text_generator,
+    build_tiny=build_tiny_gpt2,
+    tab=text_generation_tab,
+)

@@ -1,0 +1,53 @@
+"""The app shell: a title, an intro and one tab per enabled demo. It knows nothing about any one demo."""
+
+import gradio as gr
+
+from hub.models import ModelStore
+from hub.registry import find_demos
+from hub.settings import Settings
+
+INTRO = """
+# Transformers demo hub
+See transformers work: GPT-2 writes, BERT fills in blanks, a Vision Transformer names what is in a photo,
+CLIP matches images to any words you type, a small model is fine-tuned live, and a diffusion model draws from
+a prompt. Each tab also shows what the model did inside and the few lines of library code that reproduce it.
+"""
+
+TINY_BANNER = """
+> **Tiny preset:** every model here is a small network with *random weights*, built on this machine. The tabs work,
+> but their outputs are meaningless. Start without `--preset tiny` to use the real models.
+"""
+
+
+def build_app(settings: Settings, store: ModelStore | None = None) -> gr.Blocks:
+    demos = find_demos(settings.demos)
+    store = store or ModelStore(settings, demos)
+    with gr.Blocks(title="Transformers demo hub") as app:
+        gr.Markdown(INTRO)
+        if settings.preset == "tiny":
+            gr.Markdown(TINY_BANNER, elem_id="tiny-banner")
+        with gr.Tabs() as tabs:
+            for demo in demos:
+                with gr.Tab(demo.title, id=demo.id):
+                    demo.tab(store)
+
+        def open_linked_tab(request: gr.Request) -> gr.Tabs:
+            """?tab=<demo id> opens that demo, so a talk can link straight to it."""
+            wanted = request.query_params.get("tab") if request else None
+            return gr.Tabs(selected=wanted) if wanted in store.demos else gr.Tabs()
+
+        app.load(open_linked_tab, None, tabs, api_visibility="private")
+    app.queue(max_size=settings.queue_size, default_concurrency_limit=1)
+    return app
+
+
+def launch(app: gr.Blocks, settings: Settings, **kwargs) -> tuple:
+    return app.launch(
+        server_name=settings.host,
+        server_port=settings.port,
+        share=settings.share,
+        show_error=False,  # unexpected errors reach visitors as a short message, never a traceback
+        max_file_size=f"{settings.max_file_mb}mb",
+        theme="soft",
+        **kwargs,
+    )

@@ -1,0 +1,43 @@
+"""Server-side input checks shared by every demo: API callers bypass every limit the UI shows."""
+
+import math
+from typing import Any
+
+from hub.errors import HubError
+
+
+def check_text(text: Any, name: str = "Text", max_chars: int = 5000, allow_empty: bool = False) -> str:
+    """A string that is not blank and not longer than max_chars, with surrounding whitespace removed."""
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise HubError(f"{name} must be text.")
+    text = text.strip()
+    if not text and not allow_empty:
+        raise HubError(f"{name} is empty: type something first.")
+    if len(text) > max_chars:
+        raise HubError(f"{name} is too long: {len(text):,} characters, at most {max_chars:,}.")
+    return text
+
+
+def check_number(value: Any, name: str, low: float, high: float) -> float:
+    """A finite number in [low, high]; NaN, infinities, booleans and strings are refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise HubError(f"{name} must be a number, got {value!r}.")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise HubError(f"{name} must be between {low:g} and {high:g}, got {value!r}.")
+    return float(value)
+
+
+def check_int(value: Any, name: str, low: int, high: int) -> int:
+    """A whole number in [low, high] (2.0 counts as 2, 2.5 does not)."""
+    number = check_number(value, name, low, high)
+    if number != int(number):
+        raise HubError(f"{name} must be a whole number, got {value!r}.")
+    return int(number)
+
+
+def check_choice(value: Any, name: str, choices: list[str] | tuple[str, ...]) -> str:
+    if value not in choices:
+        raise HubError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}.")
+    return value

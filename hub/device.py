@@ -1,0 +1,41 @@
+"""Where models run, and in which number format."""
+
+import functools
+import time
+
+import torch
+
+
+def pick_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@functools.cache
+def bfloat16_is_faster(device: str) -> bool:
+    """Time a matmul in both formats: CPUs with matrix units run bf16 several times faster, others slower."""
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+
+    def seconds(dtype: torch.dtype) -> float:
+        a = torch.randn(512, 512).to(dtype)
+        a @ a  # warm-up
+        start = time.perf_counter()
+        for _ in range(8):
+            a @ a
+        return time.perf_counter() - start
+
+    try:
+        return seconds(torch.bfloat16) < 0.8 * seconds(torch.float32)
+    except RuntimeError:  # no bf16 kernels on this CPU
+        return False
+
+
+def resolve_dtype(name: str, device: str) -> torch.dtype:
+    """Turn the --dtype setting into a torch dtype; "auto" picks bf16 only where it runs faster."""
+    if name == "float32":
+        return torch.float32
+    if name == "bfloat16":
+        return torch.bfloat16
+    if name == "auto":
+        return torch.bfloat16 if bfloat16_is_faster(device) else torch.float32
+    raise ValueError(f"unknown dtype {name!r}: use auto, float32 or bfloat16")

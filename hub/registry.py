@@ -1,0 +1,20 @@
+"""Every demo, in tab order. Adding a demo = one module in demos/ and one line here."""
+
+from demos import fill_mask, text_generation
+from hub.demo import Demo
+
+DEMOS: list[Demo] = [
+    text_generation.DEMO,
+    fill_mask.DEMO,
+]
+
+
+def find_demos(ids: list[str] | None) -> list[Demo]:
+    """The demos named by --demos, in that order (all of them when ids is None)."""
+    if ids is None:
+        return list(DEMOS)
+    by_id = {demo.id: demo for demo in DEMOS}
+    unknown = [demo_id for demo_id in ids if demo_id not in by_id]
+    if unknown:
+        raise ValueError(f"unknown demo id(s) {', '.join(unknown)}; known: {', '.join(by_id)}")
+    return [by_id[demo_id] for demo_id in ids]

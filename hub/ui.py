@@ -1,0 +1,62 @@
+"""UI pieces every tab shares: error reporting, model loading messages, the code accordion."""
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+
+from hub.errors import HubError
+from hub.models import ModelStore
+
+log = logging.getLogger(__name__)
+
+
+def _as_gradio_error(error: Exception) -> gr.Error:
+    if isinstance(error, gr.Error):
+        return error
+    if isinstance(error, HubError):
+        return gr.Error(str(error))
+    log.exception("unexpected error in a demo")  # the detail stays in the server log
+    return gr.Error("Something went wrong on the server; the operator's log has the details. Please try again.")
+
+
+def show_errors(fn: Callable) -> Callable:
+    """Turn HubError into a message for the person, and any other error into a short one (never a traceback)."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def wrapped_generator(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as error:
+                raise _as_gradio_error(error) from error
+
+        return wrapped_generator
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:
+            raise _as_gradio_error(error) from error
+
+    return wrapped
+
+
+def load_model(store: ModelStore, demo_id: str, progress: gr.Progress | None = None) -> Any:
+    """The demo's model; a first use shows a loading message in the tab's progress bar."""
+
+    def tell(message: str) -> None:
+        if progress is not None:
+            progress(0, desc=message)
+
+    return store.get(demo_id, on_load=tell)
+
+
+def code_accordion(code: str = "") -> gr.Code:
+    """A closed "Code" accordion holding the library lines that reproduce the tab's last result."""
+    with gr.Accordion("Code: reproduce this with the library", open=False):
+        return gr.Code(value=code, language="python", interactive=False, show_label=False)

@@ -1,0 +1,220 @@
+"""Text generation: the core against transformers' own `generate`, then the /generate endpoint and the tab."""
+
+import math
+import threading
+import time
+
+import pytest
+import torch
+from gradio_client.exceptions import AppError
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from demos.text_generation import (
+    GenerationSettings,
+    check_settings,
+    fit_prompt,
+    generate_stream,
+    load_text_generator,
+    running_generations,
+    token_probabilities,
+)
+from hub.errors import HubError
+
+PROMPT = "The cat sat on the mat while"
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tiny_model_dir):
+    return tiny_model_dir("text-generation")
+
+
+@pytest.fixture(scope="module")
+def generator(gpt2_dir):
+    return load_text_generator(str(gpt2_dir))
+
+
+def last(stream):
+    *_, final = stream
+    return final
+
+
+def test_greedy_output_equals_model_generate(generator, gpt2_dir):
+    ours = last(generate_stream(generator, PROMPT, GenerationSettings(max_new_tokens=30, decoding="greedy")))
+
+    tokenizer = AutoTokenizer.from_pretrained(gpt2_dir)
+    model = AutoModelForCausalLM.from_pretrained(gpt2_dir)
+    inputs = tokenizer(PROMPT, return_tensors="pt")
+    output = model.generate(**inputs, max_new_tokens=30, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+    expected_ids = output[0, inputs.input_ids.shape[1] :].tolist()
+
+    assert ours.new_ids == expected_ids
+    assert ours.text == tokenizer.decode(expected_ids, skip_special_tokens=True)
+
+
+def test_same_seed_same_text_and_another_seed_another_text(generator):
+    settings = GenerationSettings(max_new_tokens=40, temperature=1.5, top_k=0, top_p=1.0, seed=7)
+    first = last(generate_stream(generator, PROMPT, settings))
+    again = last(generate_stream(generator, PROMPT, settings))
+    other = last(generate_stream(generator, PROMPT, GenerationSettings(**{**settings.__dict__, "seed": 8})))
+    assert first.new_ids == again.new_ids
+    assert first.new_ids != other.new_ids
+
+
+def test_stream_yields_growing_text(generator):
+    texts = [
+        g.text for g in generate_stream(generator, PROMPT, GenerationSettings(max_new_tokens=60), update_every_s=0)
+    ]
+    assert len(texts) > 1
+    assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
+
+
+def test_long_prompt_is_cut_from_the_left_to_fit_the_context(generator):
+    long_prompt = " ".join(["one two three four five six seven eight nine ten"] * 60)
+    fitted = fit_prompt(generator, long_prompt, max_new_tokens=50)
+    assert fitted.cut_tokens > 0
+    assert fitted.input_ids.shape[1] + 50 == generator.context
+    full = generator.tokenizer(long_prompt, return_tensors="pt").input_ids
+    assert torch.equal(fitted.input_ids[0], full[0, -fitted.input_ids.shape[1] :])  # the end of the prompt is kept
+
+    result = last(generate_stream(generator, long_prompt, GenerationSettings(max_new_tokens=50, decoding="greedy")))
+    assert result.cut_tokens == fitted.cut_tokens and len(result.new_ids) == 50
+
+
+def test_closing_the_stream_stops_the_generation_thread(generator):
+    hook = generator.model.register_forward_pre_hook(lambda *args: time.sleep(0.02))  # a slow model
+    try:
+        stop = threading.Event()
+        stream = generate_stream(generator, PROMPT, GenerationSettings(max_new_tokens=200), stop, update_every_s=0)
+        first = next(stream)
+        stream.close()  # what Gradio does when the visitor presses Stop or leaves
+        assert stop.is_set()
+        assert len(first.new_ids) < 200
+        assert not any(t.name == "generate" and t.is_alive() for t in threading.enumerate())
+    finally:
+        hook.remove()
+
+
+def test_token_probabilities_are_the_models_softmax(generator):
+    settings = GenerationSettings(max_new_tokens=10, decoding="greedy")
+    generation = last(generate_stream(generator, PROMPT, settings))
+    scored = token_probabilities(generator, generation, settings)
+
+    ids = torch.tensor([generation.prompt_ids + generation.new_ids])
+    with torch.no_grad():
+        probs = generator.model(ids).logits[0].softmax(-1)
+    start = len(generation.prompt_ids)
+    expected = [float(probs[start + i - 1, token]) for i, token in enumerate(generation.new_ids)]
+    assert scored.probabilities == pytest.approx(expected, rel=1e-4)
+    # Greedy picks the top token, so it heads every alternatives table, marked as chosen.
+    assert all(table["chosen"].iloc[0] == "<-" for table in scored.alternatives)
+
+
+def test_sampling_view_applies_top_k(generator):
+    settings = GenerationSettings(max_new_tokens=5, top_k=3, top_p=1.0, seed=1)
+    generation = last(generate_stream(generator, PROMPT, settings))
+    table = token_probabilities(generator, generation, settings, top=10).alternatives[0]
+    assert (table["after sampling settings"] > 0).sum() <= 3
+    assert table["after sampling settings"].sum() == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"temperature": math.nan},
+        {"temperature": 0.0},
+        {"top_p": math.inf},
+        {"max_new_tokens": -1},
+        {"max_new_tokens": 2.5},
+        {"top_k": "many"},
+        {"decoding": "beam"},
+        {"seed": -3},
+    ],
+)
+def test_bad_settings_are_refused_with_a_message(bad):
+    with pytest.raises(HubError, match=r"must be"):
+        check_settings(**bad)
+
+
+def test_empty_and_huge_prompts_are_refused(generator):
+    with pytest.raises(HubError, match="empty"):
+        next(generate_stream(generator, "   \n "))
+    with pytest.raises(HubError, match="too long"):
+        next(generate_stream(generator, "x" * 1_000_000))
+    with pytest.raises(HubError, match="context"):
+        next(generate_stream(generator, PROMPT, GenerationSettings(max_new_tokens=generator.context)))
+
+
+# --- through the HTTP API -----------------------------------------------------------------------------------
+
+
+def test_api_generate_with_defaults_returns_text(client):
+    text = client.predict("Once upon a time", api_name="/generate")
+    assert isinstance(text, str) and text
+
+
+def test_api_greedy_equals_the_core(client, store):
+    text = client.predict(PROMPT, 20, "greedy", api_name="/generate")
+    expected = last(generate_stream(store.get("text-generation"), PROMPT, check_settings(20, "greedy")))
+    assert text == expected.text
+
+
+def test_api_streams_partial_text(client, store):
+    hook = store.get("text-generation").model.register_forward_pre_hook(lambda *args: time.sleep(0.01))
+    try:
+        job = client.submit(PROMPT, 100, api_name="/generate")
+        partials = list(job)
+    finally:
+        hook.remove()
+    assert len(partials) > 2
+    assert all(later.startswith(earlier) for earlier, later in zip(partials, partials[1:]))
+    assert partials[-1] == job.result()
+
+
+def test_api_cancel_stops_the_generation_thread(client, store):
+    model = store.get("text-generation").model
+    hook = model.register_forward_pre_hook(lambda *args: time.sleep(0.05))  # 200 tokens would take 10 s
+    try:
+        job = client.submit(PROMPT, 200, api_name="/generate")
+        deadline = time.monotonic() + 30
+        while not job.outputs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert job.outputs(), "no streamed output arrived"
+        job.cancel()
+        deadline = time.monotonic() + 5
+        while running_generations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not running_generations, "the generation thread kept running after cancel"
+    finally:
+        hook.remove()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("",), "empty"),
+        (("x" * 1_000_000,), "too long"),
+        ((PROMPT, 50, "sampling", -1.0), "Temperature|minimum"),  # NaN cannot travel as JSON: see the core test
+        ((PROMPT, 100_000), "Max new tokens|maximum"),
+        ((PROMPT, 50, "beam"), "Decoding|choices|beam"),
+    ],
+)
+def test_api_bad_input_gets_a_message_and_the_server_keeps_serving(client, args, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(*args, api_name="/generate")
+    assert client.predict("Hello", 5, "greedy", api_name="/generate")
+
+
+# --- in a real browser --------------------------------------------------------------------------------------
+
+
+def test_browser_generates_and_shows_token_probabilities(page, hub_url):
+    page.goto(f"{hub_url}?tab=text-generation")
+    page.get_by_role("button", name="Generate").click()
+    tokens = page.locator("#generation-tokens .score-token")
+    tokens.first.wait_for()
+    assert page.locator("#generation-output textarea").input_value()
+    table = page.locator("#generation-alternatives")
+    page.wait_for_function("el => el.innerText.includes('<-')", arg=table.element_handle())
+    first_table = table.inner_text()
+    tokens.nth(3).click()  # that token's top alternatives replace the first token's
+    page.wait_for_function("([el, old]) => el.innerText !== old", arg=[table.element_handle(), first_table])
