@@ -1,0 +1,195 @@
+"""The app shell: settings and CLI, the model store, failures that stay on their tab, deep links."""
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from hub.app import build_app, launch
+from hub.cli import parse_settings
+from hub.demo import Demo
+from hub.device import bfloat16_is_faster, resolve_dtype
+from hub.errors import ModelUnavailableError
+from hub.models import ModelStore
+from hub.registry import DEMOS, find_demos
+from hub.settings import Settings, settings_from_env
+
+from .conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- settings and CLI ---------------------------------------------------------------------------------------
+
+
+def test_cli_flags_become_settings():
+    command, settings = parse_settings(
+        [
+            "run",
+            "--port",
+            "8000",
+            "--demos",
+            "fill-mask,text-generation",
+            "--model",
+            "fill-mask=./my-bert",
+            "--preset",
+            "tiny",
+            "--offline",
+            "--dtype",
+            "float32",
+        ]  # fmt: skip
+    )
+    assert command == "run"
+    assert settings.port == 8000
+    assert settings.demos == ["fill-mask", "text-generation"]
+    assert settings.models == {"fill-mask": "./my-bert"}
+    assert (settings.preset, settings.offline, settings.dtype) == ("tiny", True, "float32")
+
+
+def test_environment_variables_set_the_same_settings():
+    settings = settings_from_env(
+        {
+            "HUB_DEMOS": "fill-mask",
+            "HUB_MODELS": "fill-mask=a/b;text-generation=./gpt",
+            "HUB_OFFLINE": "1",
+            "GRADIO_SERVER_NAME": "0.0.0.0",
+            "HUB_PORT": "9000",
+            "HUB_PRESET": "tiny",
+        }  # fmt: skip
+    )
+    assert settings.demos == ["fill-mask"]
+    assert settings.models == {"fill-mask": "a/b", "text-generation": "./gpt"}
+    assert settings.offline and settings.preset == "tiny"
+    assert (settings.host, settings.port) == ("0.0.0.0", 9000)
+
+
+def test_a_malformed_model_flag_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        parse_settings(["--model", "gpt2"])
+    assert "DEMO=ID_OR_DIR" in capsys.readouterr().err
+
+
+def test_demos_come_in_the_order_asked():
+    assert [d.id for d in find_demos(["fill-mask", "text-generation"])] == ["fill-mask", "text-generation"]
+    assert [d.id for d in find_demos(None)] == [d.id for d in DEMOS]
+    with pytest.raises(ValueError, match="unknown demo"):
+        find_demos(["nope"])
+
+
+def run_cli(*args: str, cache_dir: Path) -> subprocess.CompletedProcess:
+    env = {"HUB_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(cache_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "hub", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_prefetch_then_list_with_the_tiny_preset(tmp_path):
+    prefetch = run_cli("prefetch", "--preset", "tiny", "--demos", "text-generation,fill-mask", cache_dir=tmp_path)
+    assert prefetch.returncode == 0, prefetch.stderr
+    assert "text-generation: ready" in prefetch.stdout and "fill-mask: ready" in prefetch.stdout
+
+    listing = run_cli("list", "--preset", "tiny", "--model", "fill-mask=/no/such/folder", cache_dir=tmp_path)
+    lines = {line.split()[0]: line.split()[1] for line in listing.stdout.splitlines()[1:]}
+    assert lines["text-generation"] == "built"
+    assert lines["fill-mask"] == "MISSING"
+
+
+def test_help_explains_every_option(tmp_path):
+    text = run_cli("--help", cache_dir=tmp_path).stdout
+    for option in ["--host", "--port", "--demos", "--model", "--preset", "--offline", "--dtype", "--share", "prefetch"]:
+        assert option in text
+
+
+# --- the model store ----------------------------------------------------------------------------------------
+
+
+def counting_demo(load_seconds: float = 0.2, fail: bool = False) -> tuple[Demo, list]:
+    loads = []
+
+    def load(source, dtype, device):
+        loads.append(source)
+        time.sleep(load_seconds)
+        if fail:
+            raise OSError("safetensors header is corrupt\nmore detail")
+        return {"model": source}
+
+    demo = Demo(id="counting", title="Counting", default_model="org/model", load=load, build_tiny=None, tab=None)
+    return demo, loads
+
+
+def test_two_first_requests_load_the_model_once():
+    demo, loads = counting_demo()
+    store = ModelStore(Settings(dtype="float32"), [demo])
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(store.get("counting"))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert loads == ["org/model"]
+    assert all(result is results[0] for result in results)
+
+
+def test_a_model_that_cannot_load_gets_a_message_naming_it_and_the_fix():
+    demo, _ = counting_demo(load_seconds=0, fail=True)
+    store = ModelStore(Settings(dtype="float32", offline=True), [demo])
+    with pytest.raises(ModelUnavailableError, match=r"'org/model'.*corrupt.*prefetch"):
+        store.get("counting")
+
+
+def test_a_missing_local_folder_is_named():
+    demo, loads = counting_demo()
+    store = ModelStore(Settings(dtype="float32", models={"counting": "/no/such/model"}), [demo])
+    with pytest.raises(ModelUnavailableError, match="/no/such/model.*does not exist"):
+        store.get("counting")
+    assert loads == []
+
+
+def test_offline_and_not_cached_says_prefetch():
+    text_generation = next(d for d in DEMOS if d.id == "text-generation")
+    store = ModelStore(Settings(dtype="float32", offline=True), [text_generation])
+    with pytest.raises(ModelUnavailableError, match="openai-community/gpt2.*prefetch.*--preset tiny"):
+        store.get("text-generation")
+
+
+def test_auto_dtype_is_bfloat16_only_where_it_is_faster():
+    expected = torch.bfloat16 if bfloat16_is_faster("cpu") else torch.float32
+    assert resolve_dtype("auto", "cpu") == expected
+    assert resolve_dtype("float32", "cpu") == torch.float32
+
+
+# --- the served app -----------------------------------------------------------------------------------------
+
+
+def test_a_broken_model_stays_on_its_tab(tiny_settings, tiny_model_dir):
+    settings = Settings(**{**tiny_settings.__dict__, "port": free_port(), "models": {"fill-mask": "/no/such/bert"}})
+    app = build_app(settings)
+    _, url, _ = launch(app, settings, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        with pytest.raises(AppError, match="/no/such/bert"):
+            client.predict("Paris is the [MASK] of France.", api_name="/fill_mask")
+        assert client.predict("Hello", 5, "greedy", api_name="/generate")
+    finally:
+        app.close()
+
+
+def test_every_demo_is_an_api_endpoint(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/generate", "/fill_mask"} <= set(endpoints)
+
+
+def test_tiny_preset_shows_a_banner_and_deep_links_open_a_tab(page, hub_url):
+    page.goto(f"{hub_url}?tab=fill-mask")
+    assert "random weights" in page.locator("#tiny-banner").inner_text()
+    page.wait_for_function(
+        "() => document.querySelector(\"button[role='tab'][aria-selected='true']\")?.innerText.includes('Fill-mask')"
+    )
+    page.get_by_role("tab", name="Text generation").click()
+    page.get_by_role("button", name="Generate").wait_for()
