@@ -3,6 +3,7 @@ that Gradio itself costs (measured in the same run, so ratios compare like with 
 
 import contextlib
 import os
+import socket
 import statistics
 import tempfile
 import time
@@ -14,6 +15,12 @@ os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="hub-bench-"))
 
 import gradio as gr  # noqa: E402
 from gradio_client import Client  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def median_seconds(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:

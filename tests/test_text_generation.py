@@ -218,3 +218,25 @@ def test_browser_generates_and_shows_token_probabilities(page, hub_url):
     first_table = table.inner_text()
     tokens.nth(3).click()  # that token's top alternatives replace the first token's
     page.wait_for_function("([el, old]) => el.innerText !== old", arg=[table.element_handle(), first_table])
+
+
+def test_a_client_that_disconnects_stops_the_generation_thread(hub_url, store):
+    import httpx
+
+    config = httpx.get(f"{hub_url}config").json()
+    fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "generate")
+    hook = store.get("text-generation").model.register_forward_pre_hook(lambda *args: time.sleep(0.05))
+    try:
+        session = "disconnecting-visitor"
+        body = {"data": [PROMPT, 200, "sampling", 0.8, 50, 0.95, 1.0, 0], "fn_index": fn_index, "session_hash": session}
+        httpx.post(f"{hub_url}gradio_api/queue/join", json=body).raise_for_status()
+        with httpx.stream("GET", f"{hub_url}gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                if "process_generating" in line:
+                    break  # text is streaming: now the visitor closes the tab
+        deadline = time.monotonic() + 4
+        while running_generations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not running_generations, "the generation thread kept running after the client left"
+    finally:
+        hook.remove()
