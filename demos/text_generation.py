@@ -359,14 +359,15 @@ def text_generation_tab(store: ModelStore) -> None:
         settings = check_settings(max_new_tokens, decoding, temperature, top_k, top_p, repetition_penalty, seed)
         text = check_text(prompt, "Prompt", MAX_PROMPT_CHARS)
         generator = load_model(store, "text-generation", progress)
-        warned = False
+        warned, partial = False, None
         for partial in generate_stream(generator, text, settings):
             if partial.cut_tokens and not warned:
                 gr.Warning(
                     f"The prompt was cut: its first {partial.cut_tokens} tokens were dropped to fit the context."
                 )
                 warned = True
-            yield partial.text, partial
+            yield partial.text, gr.skip()  # the State is written once, at the end: less work per update
+        yield partial.text, partial
 
     @show_errors
     def explain(last: Generation | None, max_new_tokens, decoding, temperature, top_k, top_p, repetition_penalty, seed,

@@ -135,6 +135,11 @@ def test_bad_settings_are_refused_with_a_message(bad):
         check_settings(**bad)
 
 
+def test_emoji_and_control_characters_are_fine(generator):
+    result = last(generate_stream(generator, "Bonjour \u0007 \U0001f600\tworld", GenerationSettings(max_new_tokens=8)))
+    assert len(result.new_ids) == 8
+
+
 def test_empty_and_huge_prompts_are_refused(generator):
     with pytest.raises(HubError, match="empty"):
         next(generate_stream(generator, "   \n "))
