@@ -1,0 +1,521 @@
+"""Text to image: a distilled Stable Diffusion model turns noise into a picture of the prompt, step by step."""
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+import torch
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderTiny,
+    AutoPipelineForText2Image,
+    DiffusionPipeline,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from PIL import Image
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from hub import tiny
+from hub.checks import check_int, check_number, check_text
+from hub.demo import Demo
+from hub.errors import HubError
+from hub.models import ModelStore, is_local
+from hub.ui import code_accordion, load_model, show_errors
+
+DEMO_ID = "text-to-image"
+DEFAULT_MODEL = "stabilityai/sd-turbo"
+# TAESD decodes Stable Diffusion 1.x/2.x latents in a fraction of the full VAE's time, at slightly lower quality.
+TINY_AUTOENCODER = "madebyollin/taesd"
+TINY_AUTOENCODERS = {
+    "stabilityai/sd-turbo": TINY_AUTOENCODER,
+    "stabilityai/stable-diffusion-2-1-base": TINY_AUTOENCODER,
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": TINY_AUTOENCODER,
+}
+TINY_AUTOENCODER_FOLDER = "taesd"  # a local pipeline folder may carry its tiny autoencoder in this subfolder
+
+MAX_PROMPT_CHARS = 2_000  # the text encoder reads 77 tokens anyway
+MAX_STEPS = 50
+MAX_GUIDANCE = 20.0
+MIN_SIDE, MAX_SIDE = 64, 1024  # pixels; larger images take minutes on a CPU
+MAX_IMAGES = 4
+MAX_SEED = 2**31 - 1
+TIME_LIMIT_S = 600  # a generation never runs longer than this, whoever asked for it
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The model
+
+
+@dataclass
+class ImageGenerator:
+    pipe: DiffusionPipeline
+    preview_decoder: AutoencoderTiny | None  # the tiny autoencoder, when there is one for this model
+    source: str
+    tiny_autoencoder_source: str | None
+
+    @property
+    def size_multiple(self) -> int:
+        """Width and height must be multiples of this (8 for Stable Diffusion: the autoencoder halves 3 times)."""
+        return max(8, getattr(self.pipe, "vae_scale_factor", 8))
+
+
+def tiny_autoencoder_for(source: str) -> str | None:
+    """Where the tiny autoencoder for a model lives: a known Hub repo, or a `taesd` folder inside a local model."""
+    if is_local(source):
+        folder = Path(source).expanduser() / TINY_AUTOENCODER_FOLDER
+        return str(folder) if (folder / "config.json").exists() else None
+    return TINY_AUTOENCODERS.get(source)
+
+
+def hub_repos(source: str) -> list[str]:
+    tiny_source = tiny_autoencoder_for(source)
+    return [source] + ([tiny_source] if tiny_source and not is_local(tiny_source) else [])
+
+
+def load_image_generator(source: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> ImageGenerator:
+    tiny_source = tiny_autoencoder_for(source)
+    components = {}
+    if tiny_source:
+        # Passed to from_pretrained, the tiny autoencoder replaces the full one, which is then never loaded.
+        components["vae"] = AutoencoderTiny.from_pretrained(tiny_source, dtype=dtype, use_safetensors=True)
+    pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=dtype, use_safetensors=True, **components)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return ImageGenerator(pipe, components.get("vae"), source, tiny_source)
+
+
+def clip_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer (lower-cased byte-level BPE with </w> word ends) trained on the tiny corpus."""
+    tokenizer = CLIPTokenizer().train_new_from_iterator(tiny.corpus_lines(), vocab_size=400)
+    tokenizer.model_max_length = 77
+    return tokenizer
+
+
+def build_tiny_pipeline(folder: Path) -> None:
+    """A Stable Diffusion pipeline of the sd-turbo kind with random weights, plus a tiny autoencoder in taesd/."""
+    torch.manual_seed(0)
+    tokenizer = clip_tokenizer()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    # 512 px images make 64x64 latents; attention only at 32x32 keeps a tiny UNet fast at that size.
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+        use_linear_projection=True,
+    )
+    # Four levels, like the real autoencoders: 8x fewer pixels per side in the latents.
+    vae = AutoencoderKL(
+        block_out_channels=(8, 8, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=512,
+    )
+    # sd-turbo's scheduler: Euler with "trailing" timesteps, so a single step starts from pure noise.
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing", steps_offset=1
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    tiny_autoencoder = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+    )
+    # The default init shrinks the signal layer by layer until every picture is flat grey; He init keeps the
+    # random pictures varied, so tests that compare images compare something.
+    for module in tiny_autoencoder.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    last_conv = tiny_autoencoder.decoder.layers[-1]
+    last_conv.weight.data.mul_(0.05)  # the decoder's output 0..1 maps to black..white: centre it on grey
+    last_conv.bias.data.fill_(0.5)
+    tiny_autoencoder.save_pretrained(folder / TINY_AUTOENCODER_FOLDER, safe_serialization=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The work: checked settings, generation in a thread that reports every step, and the code that reproduces it
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    negative_prompt: str = ""
+    steps: int = 1
+    guidance_scale: float = 0.0  # sd-turbo was distilled to work without classifier-free guidance
+    width: int = 512
+    height: int = 512
+    seed: int = 0  # image i of a batch uses seed + i, so it equals the single image made with seed + i
+    num_images: int = 1
+
+    @property
+    def uses_guidance(self) -> bool:
+        """Diffusers runs classifier-free guidance (and so reads the negative prompt) only above 1."""
+        return self.guidance_scale > 1.0
+
+    def pipeline_kwargs(self) -> dict:
+        """The arguments of the diffusers pipeline call these settings stand for (without prompt and generator)."""
+        kwargs = {
+            "num_inference_steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "width": self.width,
+            "height": self.height,
+        }
+        if self.negative_prompt and self.uses_guidance:
+            kwargs["negative_prompt"] = self.negative_prompt
+        if self.num_images > 1:
+            kwargs["num_images_per_prompt"] = self.num_images
+        return kwargs
+
+    def generators(self) -> torch.Generator | list[torch.Generator]:
+        """CPU random generators: the same seed gives the same starting noise on any device."""
+        if self.num_images == 1:
+            return torch.Generator().manual_seed(self.seed)
+        return [torch.Generator().manual_seed(self.seed + i) for i in range(self.num_images)]
+
+
+def snap(value: float, multiple: int) -> int:
+    """The nearest multiple of `multiple` (the size the model accepts), within [MIN_SIDE, MAX_SIDE]."""
+    return min(MAX_SIDE, max(MIN_SIDE, int(value / multiple + 0.5) * multiple))  # halves round up
+
+
+def check_settings(
+    negative_prompt: str = "",
+    steps: float = 1,
+    guidance_scale: float = 0.0,
+    width: float = 512,
+    height: float = 512,
+    seed: float = 0,
+    num_images: float = 1,
+    size_multiple: int = 8,
+) -> tuple[ImageSettings, list[str]]:
+    """Checked settings, and notes for the person about what was adjusted (sizes snapped, unused negative prompt)."""
+    width_in = check_number(width, "Width", MIN_SIDE, MAX_SIDE)
+    height_in = check_number(height, "Height", MIN_SIDE, MAX_SIDE)
+    settings = ImageSettings(
+        negative_prompt=check_text(negative_prompt, "Negative prompt", MAX_PROMPT_CHARS, allow_empty=True),
+        steps=check_int(steps, "Steps", 1, MAX_STEPS),
+        guidance_scale=check_number(guidance_scale, "Guidance scale", 0.0, MAX_GUIDANCE),
+        width=snap(width_in, size_multiple),
+        height=snap(height_in, size_multiple),
+        seed=check_int(seed, "Seed", 0, MAX_SEED),
+        num_images=check_int(num_images, "Number of images", 1, MAX_IMAGES),
+    )
+    notes = []
+    if (settings.width, settings.height) != (width_in, height_in):
+        notes.append(
+            f"Size {width_in:g}x{height_in:g} was snapped to {settings.width}x{settings.height} "
+            f"(a multiple of {size_multiple})."
+        )
+    if settings.negative_prompt and not settings.uses_guidance:
+        notes.append("The negative prompt is only used with a guidance scale above 1.")
+    return settings, notes
+
+
+def prompt_notes(generator: ImageGenerator, prompt: str) -> list[str]:
+    """Warn when the text encoder will not read the whole prompt (CLIP reads 77 tokens)."""
+    tokenizer = getattr(generator.pipe, "tokenizer", None)
+    if tokenizer is None:
+        return []
+    tokens = len(tokenizer(prompt).input_ids)
+    if tokens > tokenizer.model_max_length:
+        return [f"The prompt has {tokens} tokens; the text encoder reads the first {tokenizer.model_max_length}."]
+    return []
+
+
+@dataclass
+class Frame:
+    """What the generation has to show after a denoising step, or at the end."""
+
+    step: int  # denoising steps done
+    steps: int  # denoising steps in all
+    images: list[Image.Image] = field(default_factory=list)  # a preview of each image, or the final images
+    final: bool = False
+
+
+class _Stopped(Exception):
+    """Raised inside the step callback to end the pipeline call at once (no final decode of a stopped image)."""
+
+
+# Generation threads running now; tests read it to check that Stop really stops them.
+running_generations: set[threading.Thread] = set()
+
+
+def generate_frames(
+    generator: ImageGenerator,
+    prompt: str,
+    settings: ImageSettings = ImageSettings(),
+    stop: threading.Event | None = None,
+    previews: bool = True,
+) -> Iterator[Frame]:
+    """Yield a Frame after every denoising step (with preview images if asked) and a final Frame with the images.
+    The pipeline runs in a thread; setting `stop`, or closing this iterator, ends it after the current step."""
+    prompt = check_text(prompt, "Prompt", MAX_PROMPT_CHARS)
+    stop = stop or threading.Event()
+    deadline = time.monotonic() + TIME_LIMIT_S
+    frames: queue.Queue = queue.Queue()
+    # A pipeline object of its own for this call: the scheduler and the pipeline keep per-call state, and
+    # with diffusion_concurrency > 1 two calls run at once. The models themselves are shared, not copied.
+    scheduler = generator.pipe.scheduler.from_config(generator.pipe.scheduler.config)
+    pipe = AutoPipelineForText2Image.from_pipe(generator.pipe, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    decoder = generator.preview_decoder if previews else None
+
+    def on_step_end(pipeline: DiffusionPipeline, index: int, timestep, tensors: dict) -> dict:
+        if stop.is_set() or time.monotonic() > deadline:
+            raise _Stopped
+        done, total = index + 1, getattr(pipeline, "_num_timesteps", settings.steps)
+        images = []
+        if decoder is not None and done < total:  # the last step's picture is the final image, decoded next
+            latents = tensors["latents"].to(decoder.dtype)
+            decoded = decoder.decode(latents / decoder.config.scaling_factor).sample
+            images = pipeline.image_processor.postprocess(decoded, output_type="pil")
+        frames.put(Frame(done, total, images))
+        return tensors
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():
+                output = pipe(
+                    prompt,
+                    generator=settings.generators(),
+                    callback_on_step_end=on_step_end,
+                    callback_on_step_end_tensor_inputs=["latents"],
+                    **settings.pipeline_kwargs(),
+                )
+            frames.put(Frame(settings.steps, settings.steps, list(output.images), final=True))
+        except _Stopped:
+            frames.put(None)
+        except BaseException as error:  # handed to the caller's thread, which raises it
+            frames.put(error)
+        finally:
+            running_generations.discard(thread)
+
+    thread = threading.Thread(target=run, name="text-to-image", daemon=True)
+    running_generations.add(thread)
+    thread.start()
+    try:
+        while (frame := frames.get()) is not None:
+            if isinstance(frame, BaseException):
+                raise frame
+            yield frame
+            if frame.final:
+                return
+        if time.monotonic() > deadline:
+            raise HubError(f"The generation took longer than {TIME_LIMIT_S} s and was stopped; try fewer steps.")
+    finally:
+        stop.set()  # Stop was pressed or the visitor left: the thread ends after its current step
+        thread.join(timeout=30)
+
+
+def text_to_image(generator: ImageGenerator, prompt: str, settings: ImageSettings = ImageSettings()) -> list:
+    """The finished images, without previews."""
+    images: list[Image.Image] = []
+    for frame in generate_frames(generator, prompt, settings, previews=False):
+        images = frame.images
+    return images
+
+
+def reproduce_code(generator: ImageGenerator, prompt: str, settings: ImageSettings, dtype: torch.dtype) -> str:
+    args = "".join(f", {key}={value!r}" for key, value in settings.pipeline_kwargs().items())
+    if settings.num_images == 1:
+        seed_line = f"generator = torch.Generator().manual_seed({settings.seed})"
+    else:
+        seed_line = (
+            f"generator = [torch.Generator().manual_seed({settings.seed} + i) for i in range({settings.num_images})]"
+        )
+    if generator.tiny_autoencoder_source:
+        vae_line = (
+            f"vae = AutoencoderTiny.from_pretrained({generator.tiny_autoencoder_source!r}, dtype={dtype})"
+            "  # fast decoding\n"
+        )
+        load_args = "vae=vae, "
+    else:
+        vae_line, load_args = "", ""
+    return f"""import torch
+from diffusers import AutoencoderTiny, AutoPipelineForText2Image
+
+{vae_line}pipe = AutoPipelineForText2Image.from_pretrained({generator.source!r}, {load_args}dtype={dtype}, use_safetensors=True)
+{seed_line}
+images = pipe({prompt!r}{args}, generator=generator).images
+images[0].save("image.png")
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The tab
+
+EXAMPLES = [
+    ["A cinematic photo of a red fox in a snowy forest at sunrise"],
+    ["An astronaut riding a horse on the moon, digital art"],
+    ["A watercolor painting of a lighthouse on a cliff, stormy sea"],
+    ["A cozy reading nook with a cat sleeping on a pile of books, warm light"],
+]
+
+
+@dataclass
+class ImageResult:
+    """The last finished generation, for the info line and the code accordion."""
+
+    prompt: str
+    settings: ImageSettings
+    seconds: float
+
+
+# Stop events of the generations running now, per browser session, so Stop ends only its own visitor's image.
+_stops_by_session: dict[str, set[threading.Event]] = {}
+_stops_lock = threading.Lock()
+
+
+def text_to_image_tab(store: ModelStore) -> None:
+    gr.Markdown(
+        "A diffusion model starts from random noise and removes a little of it at every **step**, steered by the "
+        "prompt through a transformer text encoder. `sd-turbo` was distilled to draw in a single step; with more "
+        "steps, tick *Show the steps* to watch the noise become a picture."
+    )
+    with gr.Row():
+        with gr.Column():
+            prompt = gr.Textbox(label="Prompt", lines=3, value=EXAMPLES[0][0], max_length=MAX_PROMPT_CHARS)
+            negative_prompt = gr.Textbox(
+                label="Negative prompt (what to avoid; used with guidance above 1)", max_length=MAX_PROMPT_CHARS
+            )
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary")
+                stop = gr.Button("Stop", variant="stop")
+            with gr.Accordion("Settings", open=True):
+                steps = gr.Slider(
+                    1, MAX_STEPS, value=1, step=1, label="Steps (sd-turbo: 1 to 4)", elem_id="text-to-image-steps"
+                )
+                guidance_scale = gr.Slider(
+                    0, MAX_GUIDANCE, value=0.0, step=0.5, label="Guidance scale (sd-turbo: 0; others: about 7)"
+                )
+                with gr.Row():
+                    width = gr.Slider(
+                        MIN_SIDE, MAX_SIDE, value=512, step=8, label="Width", elem_id="text-to-image-width"
+                    )
+                    height = gr.Slider(
+                        MIN_SIDE, MAX_SIDE, value=512, step=8, label="Height", elem_id="text-to-image-height"
+                    )
+                with gr.Row():
+                    seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
+                    num_images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Number of images")
+                show_steps = gr.Checkbox(value=True, label="Show the steps (decoded with the tiny autoencoder)")
+            gr.Examples(EXAMPLES, inputs=[prompt])
+        with gr.Column():
+            gallery = gr.Gallery(
+                label="Images", format="png", columns=2, height=560, elem_id="text-to-image-gallery", preview=False
+            )
+            info = gr.Markdown(elem_id="text-to-image-info")
+    code = code_accordion()
+    last = gr.State()
+
+    @show_errors
+    def generate(prompt, negative_prompt=None, steps=1, guidance_scale=0.0, width=512, height=512, seed=0,
+                 num_images=1, show_steps=True, request: gr.Request = None, progress=gr.Progress()):  # fmt: skip
+        text = check_text(prompt, "Prompt", MAX_PROMPT_CHARS)
+        generator = load_model(store, DEMO_ID, progress)
+        settings, notes = check_settings(
+            negative_prompt, steps, guidance_scale, width, height, seed, num_images, generator.size_multiple
+        )
+        for note in notes + prompt_notes(generator, text):
+            gr.Warning(note)
+        if show_steps and generator.preview_decoder is None and settings.steps > 1:
+            gr.Warning("This model has no tiny autoencoder, so the steps are not shown; the progress bar still is.")
+        stop_event = threading.Event()
+        session = request.session_hash if request is not None and request.session_hash else None
+        if session:
+            with _stops_lock:
+                _stops_by_session.setdefault(session, set()).add(stop_event)
+        start = time.perf_counter()
+        try:
+            progress((0, settings.steps), desc="Encoding the prompt")
+            for frame in generate_frames(generator, text, settings, stop_event, previews=bool(show_steps)):
+                if frame.final:
+                    captions = [f"seed {settings.seed + i}" for i in range(len(frame.images))]
+                    result = ImageResult(text, settings, time.perf_counter() - start)
+                    yield list(zip(frame.images, captions)), result
+                else:
+                    progress((frame.step, frame.steps), desc=f"Denoising step {frame.step}/{frame.steps}")
+                    if frame.images:
+                        yield [(image, f"step {frame.step}/{frame.steps}") for image in frame.images], None
+        finally:
+            if session:
+                with _stops_lock:
+                    _stops_by_session.get(session, set()).discard(stop_event)
+                    if not _stops_by_session.get(session):
+                        _stops_by_session.pop(session, None)
+
+    def request_stop(request: gr.Request = None) -> None:
+        """Stop this visitor's generation after its current step (cancelling the event alone waits for a frame)."""
+        if request is None:
+            return
+        with _stops_lock:
+            for stop_event in _stops_by_session.get(request.session_hash, ()):
+                stop_event.set()
+
+    def explain(result: ImageResult | None):
+        if result is None:
+            return "Stopped.", gr.skip()
+        s = result.settings
+        line = (
+            f"{s.width}x{s.height} px, {s.steps} step{'s' if s.steps > 1 else ''}, guidance {s.guidance_scale:g}, "
+            f"seed {s.seed}, {s.num_images} image{'s' if s.num_images > 1 else ''} in {result.seconds:.1f} s"
+        )
+        return line, reproduce_code(store.get(DEMO_ID), result.prompt, s, store.dtype)
+
+    event = gr.on(
+        [run.click, prompt.submit],
+        generate,
+        [prompt, negative_prompt, steps, guidance_scale, width, height, seed, num_images, show_steps],
+        [gallery, last],
+        api_name="text_to_image",
+        concurrency_limit=store.settings.diffusion_concurrency,
+        concurrency_id=DEMO_ID,
+    )
+    event.then(explain, last, [info, code], api_visibility="private")
+    stop.click(request_stop, None, None, cancels=[event], queue=False, api_visibility="private")
+
+
+DEMO = Demo(
+    id=DEMO_ID,
+    title="Text to image (diffusion)",
+    default_model=DEFAULT_MODEL,
+    load=load_image_generator,
+    build_tiny=build_tiny_pipeline,
+    tab=text_to_image_tab,
+    hub_repos=hub_repos,
+)
