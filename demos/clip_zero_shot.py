@@ -308,7 +308,8 @@ def zero_shot_tab(store: ModelStore) -> None:
                 label="Prompt template ({} is the label)", value=DEFAULT_TEMPLATE, max_length=MAX_TEMPLATE_CHARS
             )
             ensemble = gr.Checkbox(
-                label=f"Average an ensemble of {len(ENSEMBLE_TEMPLATES) + 1} prompt templates", value=False
+                label=f"Ensemble: also average open_clip's {len(ENSEMBLE_TEMPLATES)} ImageNet prompt templates",
+                value=False,
             )
             run = gr.Button("Match", variant="primary")
             gr.Examples(

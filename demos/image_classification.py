@@ -198,7 +198,7 @@ def image_classification_tab(store: ModelStore) -> None:
             run = gr.Button("Classify", variant="primary")
             gr.Examples([[photo] for photo in example_photos()], inputs=[image], label="Photos from scikit-image")
         with gr.Column():
-            label = gr.Label(label="What the model sees", elem_id="image-classification-label")
+            label = gr.Label(label="Top classes", elem_id="image-classification-label")
             patches = gr.Image(label="The model's input, cut into patches", interactive=False, height=320)
             summary = gr.Markdown(elem_id="image-classification-patches")
     code = code_accordion()

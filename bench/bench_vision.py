@@ -1,0 +1,207 @@
+"""Vision benchmark: full-size random-weight ViT-B/16 (timm) and CLIP ViT-B/32 (open_clip), each request through the
+hub's core and its HTTP API against the bare library recipe on the same model and dtype, in one run.
+CLIP also with a repeated label set (text embeddings cached) against a new label set each request.
+
+    python -m bench.bench_vision            # prints markdown tables for the README
+"""
+
+import itertools
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import open_clip
+import timm
+import torch
+from gradio_client import handle_file
+from PIL import Image
+from safetensors.torch import save_file
+from timm.data import create_transform, resolve_model_data_config
+
+from bench.common import do_nothing_round_trip, markdown_table, served, within_target
+from demos import clip_zero_shot, image_classification
+from demos.clip_zero_shot import zero_shot
+from demos.image_classification import classify_image
+from hub.images import example_photos
+from hub.models import ModelStore
+from hub.settings import Settings
+
+LABELS = "a cat, a dog, a rocket"  # three labels, as in the project's reference measurements
+REPEAT = 9
+
+
+def save_random_vit(folder: Path) -> None:
+    """The default architecture at full size with random weights, saved as timm saves for the Hub."""
+    timm.models.save_for_hf(
+        timm.create_model("vit_base_patch16_224", pretrained=False), folder, safe_serialization=True
+    )
+
+
+def save_random_clip(folder: Path) -> None:
+    """ViT-B-32 at full size with random weights, saved as open_clip loads a local folder."""
+    model = open_clip.create_model("ViT-B-32", pretrained=None)
+    preprocess_cfg = {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD)}
+    config = {"model_cfg": open_clip.get_model_config("ViT-B-32"), "preprocess_cfg": preprocess_cfg}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    save_file(model.state_dict(), folder / "open_clip_model.safetensors")
+
+
+def bare_vit(model: torch.nn.Module, path: Path) -> None:
+    """timm's recipe from the file: decode, the model's own transform, one forward pass, softmax."""
+    transform = create_transform(**resolve_model_data_config(model), is_training=False)
+    dtype = next(model.parameters()).dtype
+    with torch.inference_mode():
+        pixels = transform(Image.open(path).convert("RGB")).unsqueeze(0).to(dtype)
+        model(pixels)[0].float().softmax(-1).topk(5)
+
+
+def bare_clip(model: torch.nn.Module, preprocess, tokenizer, path: Path, labels: list[str]) -> None:
+    """open_clip's recipe from the file: encode the image and the prompts, normalise, scale, softmax."""
+    dtype = next(model.parameters()).dtype
+    with torch.inference_mode():
+        image = model.encode_image(preprocess(Image.open(path).convert("RGB")).unsqueeze(0).to(dtype), normalize=True)
+        text = model.encode_text(tokenizer([f"a photo of a {label}." for label in labels]), normalize=True)
+        (model.logit_scale.exp() * image.float() @ text.float().T).softmax(-1)
+
+
+def row(name: str, dtype: torch.dtype, bare: float, core: float, http: float, round_trip: float, **extra) -> dict:
+    return {
+        "model": name,
+        "dtype": str(dtype).removeprefix("torch."),
+        "bare ms": f"{bare * 1e3:.0f}",
+        "core ms": f"{core * 1e3:.0f}",
+        "HTTP ms": f"{http * 1e3:.0f}",
+        "do-nothing image round trip ms": f"{round_trip * 1e3:.0f}",
+        "(HTTP - round trip) / bare": f"{(http - round_trip) / bare:.2f}",
+        **extra,
+        "target ms": f"{(1.1 * bare + round_trip + 0.020) * 1e3:.0f}",
+        "met": "yes" if within_target(http, bare, round_trip) else "NO",
+    }
+
+
+def interleaved_medians(calls: dict[str, Callable[[], object]], repeat: int = REPEAT) -> dict[str, float]:
+    """Median seconds of each call, timed in turns (a, b, c, a, b, c, ...) so that load from other programs on
+    the machine falls on all of them alike; one untimed warm-up round first."""
+    for call in calls.values():
+        call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeat):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
+
+
+def bench_dtype(dtype_name: str, vit_dir: Path, clip_dir: Path, photo: Path, cache: Path):
+    settings = Settings(
+        demos=["image-classification", "zero-shot"],
+        models={"image-classification": str(vit_dir), "zero-shot": str(clip_dir)},
+        dtype=dtype_name,
+        cache_dir=cache,
+        offline=True,
+    )
+    demos = [image_classification.DEMO, clip_zero_shot.DEMO]
+    store = ModelStore(settings, demos)
+    classifier, clip = store.get("image-classification"), store.get("zero-shot")
+    # The two tabs exactly as the hub builds them (the hub's registry would also import every other demo).
+    with gr.Blocks() as app:
+        for demo in demos:
+            with gr.Tab(demo.title):
+                demo.tab(store)
+        # Gradio's round trip for an image request that does nothing: the client uploads the file first, which a
+        # text request does not, so this is the fair "do-nothing" baseline for an image endpoint.
+        image, done = gr.Image(type="filepath"), gr.Textbox()
+        image.upload(lambda file: "ok", image, done, api_name="image_echo", preprocess=False)
+    with served(app) as client:
+
+        def do_nothing() -> None:
+            client.predict(handle_file(str(photo)), api_name="/image_echo")
+
+        vit = interleaved_medians(
+            {
+                "round trip": do_nothing,
+                "bare": lambda: bare_vit(classifier.model, photo),
+                "core": lambda: classify_image(classifier, str(photo), 5),
+                "http": lambda: client.predict(handle_file(str(photo)), 5, api_name="/classify_image"),
+            }
+        )
+        vit_row = row("ViT-B/16", store.dtype, vit["bare"], vit["core"], vit["http"], vit["round trip"])
+
+        labels = [label.strip() for label in LABELS.split(",")]
+        counter = itertools.count()
+
+        def new_labels() -> str:  # a label set never seen before: the text encoder must run
+            n = next(counter)
+            return f"a cat {n}, a dog {n}, a rocket {n}"
+
+        def http(labels: str) -> None:
+            client.predict(handle_file(str(photo)), labels, api_name="/zero_shot")
+
+        encodings = {"new": 0, "repeated": 0}
+
+        def counted(kind: str, call: Callable[[], object]) -> Callable[[], None]:
+            def run() -> None:
+                before = clip.text_cache.encodings
+                call()
+                encodings[kind] += clip.text_cache.encodings - before
+
+            return run
+
+        timings = interleaved_medians(
+            {
+                "round trip": do_nothing,
+                "bare": lambda: bare_clip(clip.model, clip.preprocess, clip.tokenizer, photo, labels),
+                "core new": lambda: zero_shot(clip, [str(photo)], new_labels()),
+                "core repeated": lambda: zero_shot(clip, [str(photo)], LABELS),
+                "http new": counted("new", lambda: http(new_labels())),
+                "http repeated": counted("repeated", lambda: http(LABELS)),
+            }
+        )
+        calls = REPEAT + 1
+        clip_rows = [
+            row(
+                f"CLIP ViT-B/32, {kind} label set",
+                store.dtype,
+                timings["bare"],
+                timings[f"core {kind}"],
+                timings[f"http {kind}"],
+                timings["round trip"],
+                **{"text encodings (HTTP)": f"{encodings[kind]} in {calls} requests"},
+            )
+            for kind in ("new", "repeated")
+        ]
+    return vit_row, clip_rows
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory(prefix="bench-vision-") as scratch:
+        scratch = Path(scratch)
+        vit_dir, clip_dir = scratch / "vit", scratch / "clip"
+        vit_dir.mkdir()
+        clip_dir.mkdir()
+        save_random_vit(vit_dir)
+        save_random_clip(clip_dir)
+        photo = scratch / "coffee.jpg"
+        Image.fromarray(np.asarray(example_photos()[1])).save(photo, quality=95)  # 600x400, like a web photo
+
+        text_round_trip = do_nothing_round_trip()
+        print(f"Gradio do-nothing round trip, text: {text_round_trip * 1e3:.0f} ms\n")
+        vit_rows, clip_rows = [], []
+        for dtype_name in ("float32", "auto"):
+            vit_row, more = bench_dtype(dtype_name, vit_dir, clip_dir, photo, scratch / "cache")
+            vit_rows.append(vit_row)
+            clip_rows += more
+        print(markdown_table(vit_rows))
+        print()
+        print(markdown_table(clip_rows))
+
+
+if __name__ == "__main__":
+    main()
