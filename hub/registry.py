@@ -1,6 +1,6 @@
 """Every demo, in tab order. Adding a demo = one module in demos/ and one line here."""
 
-from demos import clip_zero_shot, fill_mask, image_classification, text_generation, text_to_image
+from demos import clip_zero_shot, fill_mask, fine_tune, image_classification, text_generation, text_to_image
 from hub.demo import Demo
 
 DEMOS: list[Demo] = [
@@ -8,6 +8,7 @@ DEMOS: list[Demo] = [
     fill_mask.DEMO,
     image_classification.DEMO,
     clip_zero_shot.DEMO,
+    fine_tune.DEMO,
     text_to_image.DEMO,
 ]
 
