@@ -328,7 +328,7 @@ def zero_shot_tab(store: ModelStore) -> None:
             label="Probability of each label per image", interactive=False, elem_id="zero-shot-matrix"
         )
     code = code_accordion()
-    last = gr.State()
+    last = gr.State(time_to_live=600)  # per visitor: the labels and templates the Code accordion shows
 
     # preprocess=False: the handler gets the uploaded files themselves, so hub.images can refuse bad ones clearly.
     @show_errors

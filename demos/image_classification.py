@@ -105,7 +105,7 @@ def build_tiny_vit(folder: Path) -> None:
 @dataclass
 class ClassificationResult:
     probabilities: dict[str, float]  # the top-k classes, most likely first
-    pixels: torch.Tensor  # the preprocessed input (3 x H x W, normalised), exactly what the model saw
+    model_input: Image.Image  # the preprocessed input with the normalisation undone: what the model saw
 
 
 def classify_image(classifier: ImageClassifier, image: Any, top_k: int = 5) -> ClassificationResult:
@@ -117,7 +117,15 @@ def classify_image(classifier: ImageClassifier, image: Any, top_k: int = 5) -> C
         logits = classifier.model(pixels.unsqueeze(0).to(device=parameter.device, dtype=parameter.dtype))
     top = logits[0].float().softmax(-1).topk(top_k)
     probabilities = {classifier.labels[i]: p for p, i in zip(top.values.tolist(), top.indices.tolist())}
-    return ClassificationResult(probabilities, pixels)
+    return ClassificationResult(probabilities, as_image(classifier, pixels))
+
+
+def as_image(classifier: ImageClassifier, pixels: torch.Tensor) -> Image.Image:
+    """A normalised input tensor (3 x H x W) back as an 8-bit picture, to show what the model saw."""
+    mean = torch.tensor(classifier.data_config["mean"]).view(3, 1, 1)
+    std = torch.tensor(classifier.data_config["std"]).view(3, 1, 1)
+    seen = (pixels.float() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+    return Image.fromarray((seen * 255).round().astype(np.uint8))
 
 
 @dataclass
@@ -126,16 +134,11 @@ class PatchView:
     summary: str  # the patch count and sequence length, in words
 
 
-def patch_view(classifier: ImageClassifier, pixels: torch.Tensor) -> PatchView:
-    """The image as the model sees it (after resizing, cropping and normalising), cut into its patch grid."""
-    mean = torch.tensor(classifier.data_config["mean"]).view(3, 1, 1)
-    std = torch.tensor(classifier.data_config["std"]).view(3, 1, 1)
-    seen = (pixels.float() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
-    height, width = seen.shape[:2]
+def patch_view(classifier: ImageClassifier, model_input: Image.Image) -> PatchView:
+    """The image as the model sees it (after resizing and cropping), cut into its patch grid."""
+    width, height = model_input.size
     scale = max(1, PATCH_VIEW_SIZE // max(height, width))
-    image = Image.fromarray((seen * 255).round().astype(np.uint8)).resize(
-        (width * scale, height * scale), Image.NEAREST
-    )
+    image = model_input.resize((width * scale, height * scale), Image.NEAREST)
 
     patch_embed = getattr(classifier.model, "patch_embed", None)
     if patch_embed is None or not hasattr(patch_embed, "patch_size"):
@@ -202,7 +205,7 @@ def image_classification_tab(store: ModelStore) -> None:
             patches = gr.Image(label="The model's input, cut into patches", interactive=False, height=320)
             summary = gr.Markdown(elem_id="image-classification-patches")
     code = code_accordion()
-    last = gr.State()
+    last = gr.State(time_to_live=600)  # per visitor, for the views computed after the answer
 
     # preprocess=False: the handler gets the uploaded file itself, so hub.images can refuse bad files with a message.
     @show_errors
@@ -214,7 +217,7 @@ def image_classification_tab(store: ModelStore) -> None:
         if result is None:
             return None, "", ""
         classifier = store.get(DEMO_ID)
-        view = patch_view(classifier, result.pixels)
+        view = patch_view(classifier, result.model_input)
         return view.image, view.summary, reproduce_code(classifier, len(result.probabilities), store.dtype)
 
     event = gr.on(

@@ -49,10 +49,11 @@ def test_top_k_equals_timms_recipe(classifier, vit_dir):
 
 def test_preprocessing_comes_from_the_models_data_config(classifier, vit_dir):
     assert classifier.data_config["input_size"] == (3, 32, 32)  # the tiny model's, not a hard-coded 224
-    pixels = classify_image(classifier, photo()).pixels
+    pixels = classifier.transform(photo())
     model = timm.create_model(f"local-dir:{vit_dir}", pretrained=True)
     expected = create_transform(**resolve_model_data_config(model), is_training=False)(photo())
     assert torch.equal(pixels, expected)
+    assert classify_image(classifier, photo()).model_input.size == (32, 32)  # what the tab shows is what it saw
 
 
 def test_class_names_are_readable_and_unique(classifier):
@@ -68,7 +69,7 @@ def test_a_head_without_imagenet_classes_gets_numbered_names():
 
 
 def test_patch_view_states_patches_and_sequence_length(classifier):
-    view = patch_view(classifier, classify_image(classifier, photo()).pixels)
+    view = patch_view(classifier, classify_image(classifier, photo()).model_input)
     assert "4x4 = **16 patches** of 8x8 pixels" in view.summary  # tiny ViT: 32 px input, 8 px patches
     assert "sequence of 17 tokens" in view.summary  # + the class token
     assert view.image.size == (448, 448)
