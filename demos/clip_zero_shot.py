@@ -98,17 +98,45 @@ def pretrained_tags(name: str) -> str:
 
 def hub_repos(source: str) -> list[str]:
     """The Hub repo a source downloads from, so `python -m hub list` can tell whether it is cached."""
-    name, tag = open_clip_source(source)
-    if name.startswith("local-dir:"):
+    try:
+        weights = hub_weights(*open_clip_source(source))
+    except HubError:  # an unknown name or tag: nothing to look for
         return []
+    return [weights[0]] if weights else []
+
+
+def hub_weights(name: str, pretrained: str | None) -> tuple[str, str] | None:
+    """(repo, file) of a Hub source's safetensors weights, or None for a local folder. A pretrained tag's config
+    names "org/repo/" or "org/repo/file.bin"; open_clip looks for the file's .safetensors twin first."""
+    if name.startswith("local-dir:"):
+        return None
     if name.startswith("hf-hub:"):
-        return [name.removeprefix("hf-hub:")]
-    cfg = open_clip.get_pretrained_cfg(name, tag)
-    return [cfg["hf_hub"].rstrip("/")] if cfg.get("hf_hub") else []
+        return name.removeprefix("hf-hub:"), "open_clip_model.safetensors"
+    cfg = open_clip.get_pretrained_cfg(name, pretrained)
+    if not cfg:
+        raise HubError(f"open_clip knows no weights '{pretrained}' for {name}; known: {pretrained_tags(name)}.")
+    hub = cfg.get("hf_hub", "")
+    if not hub:
+        raise HubError(f"{name}/{pretrained} has no weights on the Hugging Face Hub, so no safetensors to load.")
+    org, repo, filename = (hub.split("/", 2) + ["", ""])[:3]
+    if filename in ("", "open_clip_pytorch_model.bin"):
+        return f"{org}/{repo}", "open_clip_model.safetensors"
+    return f"{org}/{repo}", str(Path(filename).with_suffix(".safetensors"))
+
+
+def require_safetensors(name: str, pretrained: str | None) -> None:
+    """Fetch (or find in the cache) the safetensors weights before open_clip loads: open_clip prefers them when they
+    exist, but would fall back to a pickled checkpoint, which this hub never loads."""
+    from huggingface_hub import hf_hub_download
+
+    weights = hub_weights(name, pretrained)
+    if weights is not None:
+        hf_hub_download(*weights)  # raises when the repo has no safetensors file (or it is not cached offline)
 
 
 def load_clip(source: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> ClipModel:
     name, pretrained = open_clip_source(source)
+    require_safetensors(name, pretrained)
     if (
         name.startswith("local-dir:")
         and not (Path(name.removeprefix("local-dir:")) / "open_clip_model.safetensors").is_file()

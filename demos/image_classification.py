@@ -81,7 +81,10 @@ def load_classifier(source: str, dtype: torch.dtype = torch.float32, device: str
         raise HubError(
             f"{source} has no model.safetensors (save it with timm.models.save_for_hf(..., safe_serialization=True))."
         )
-    model = timm.create_model(name, pretrained=True).eval().to(device=device, dtype=dtype)
+    # From the Hub, ask for model.safetensors by name: timm would otherwise fall back to a pickled checkpoint.
+    safetensors_only = dict(hf_hub_filename="model.safetensors")
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=safetensors_only)
+    model = model.eval().to(device=device, dtype=dtype)
     data_config = resolve_model_data_config(model)
     transform = create_transform(**data_config, is_training=False)
     return ImageClassifier(model, transform, data_config, class_names(model), name)

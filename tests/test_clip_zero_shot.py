@@ -14,6 +14,7 @@ from demos.clip_zero_shot import (
     MAX_LABELS,
     TextEmbeddingCache,
     hub_repos,
+    hub_weights,
     load_clip,
     open_clip_source,
     parse_labels,
@@ -140,6 +141,16 @@ def test_sources_map_to_open_clip_names_and_hub_repos(tmp_path):
     assert hub_repos("ViT-B-32/laion2b_s34b_b79k") == ["laion/CLIP-ViT-B-32-laion2B-s34B-b79K"]
     with pytest.raises(HubError, match="pretrained tag"):
         open_clip_source("ViT-B-32")
+
+
+def test_hub_sources_are_loaded_from_safetensors_only():
+    assert hub_weights("ViT-B-32", "laion2b_s34b_b79k") == (
+        "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+        "open_clip_model.safetensors",
+    )
+    assert hub_weights("hf-hub:org/repo", None) == ("org/repo", "open_clip_model.safetensors")
+    with pytest.raises(HubError, match="knows no weights"):
+        hub_weights("ViT-B-32", "no_such_tag")
 
 
 def test_a_folder_without_safetensors_is_refused(tmp_path):
