@@ -396,11 +396,11 @@ def zero_shot_tab(store: ModelStore) -> None:
         api_name="zero_shot",
         preprocess=False,
     )
-    event.then(explain, last, code, api_visibility="private")
+    event.success(explain, last, code, api_visibility="private")
     matrix_event = compare.click(
         run_matrix, [files, labels, template, ensemble], [matrix, last], api_name="zero_shot_matrix", preprocess=False
     )
-    matrix_event.then(explain, last, code, api_visibility="private")
+    matrix_event.success(explain, last, code, api_visibility="private")
 
 
 DEMO = Demo(

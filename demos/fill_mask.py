@@ -162,7 +162,7 @@ def fill_mask_tab(store: ModelStore) -> None:
     event = gr.on(
         [run.click, text.submit], run_fill_mask, [text, top_k], [first, last], api_name="fill_mask", concurrency_limit=2
     )
-    event.then(explain, [last, top_k], [filled, table, tokens, code], api_visibility="private")
+    event.success(explain, [last, top_k], [filled, table, tokens, code], api_visibility="private")
 
 
 DEMO = Demo(

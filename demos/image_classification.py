@@ -231,7 +231,7 @@ def image_classification_tab(store: ModelStore) -> None:
         api_name="classify_image",
         preprocess=False,
     )
-    event.then(explain, last, [patches, summary, code], api_visibility="private")
+    event.success(explain, last, [patches, summary, code], api_visibility="private")
 
 
 DEMO = Demo(

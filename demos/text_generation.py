@@ -397,7 +397,7 @@ def text_generation_tab(store: ModelStore) -> None:
         api_name="generate",
         concurrency_limit=1,
     )
-    event.then(
+    event.success(
         explain,
         [generation, *settings_inputs, prompt],
         [tokens_view, scored, alternatives, code],
