@@ -468,6 +468,7 @@ def train_stream(
         model.train()
         train_start = time.perf_counter()
         for run.epoch in range(1, settings.epochs + 1):
+            tick = time.perf_counter()  # train_seconds counts batching and steps, not evaluations or the consumer
             for batch in batches:
                 if stop.is_set():
                     run.stopped = "cancelled"
@@ -476,7 +477,6 @@ def train_stream(
                 if time.perf_counter() - train_start > time_limit_s:
                     run.stopped = f"stopped at the time limit of {time_limit_s:g} s"
                     break
-                step_start = time.perf_counter()
                 with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=backbone.mixed_precision):
                     loss = model(**batch.to(model.device)).loss
                 loss.backward()
@@ -485,9 +485,10 @@ def train_stream(
                 optimizer.zero_grad()
                 run.losses.append(loss.item())
                 run.step += 1
-                run.train_seconds += time.perf_counter() - step_start
+                run.train_seconds += time.perf_counter() - tick
                 run.seconds = time.perf_counter() - start
                 yield run
+                tick = time.perf_counter()
             evaluation = evaluate(model, tokenizer, data, settings.max_length)
             run.epoch_accuracy.append(evaluation.accuracy)
             if run.stopped:

@@ -19,6 +19,7 @@ from transformers import (
     set_seed,
 )
 
+from demos import fine_tune
 from demos.fine_tune import (
     BUILTIN,
     DEFAULT_MODEL,
@@ -323,7 +324,21 @@ def test_api_bad_settings_get_a_message(client, settings, message):
         client.predict(BUILTIN, None, "text", "label", *settings, api_name="/fine_tune")
 
 
-def test_api_cancel_really_stops_the_training(hub_url):
+@pytest.fixture
+def slow_training(monkeypatch):
+    """Each training step of the (in-process) server takes at least 20 ms: 2,400 steps would take over 48 s,
+    so a run that ends within seconds was stopped, not finished."""
+    original = fine_tune.new_classifier
+
+    def slow_classifier(*args, **kwargs):
+        model = original(*args, **kwargs)
+        model.register_forward_pre_hook(lambda *_: time.sleep(0.02) if model.training else None)
+        return model
+
+    monkeypatch.setattr(fine_tune, "new_classifier", slow_classifier)
+
+
+def test_api_cancel_really_stops_the_training(hub_url, slow_training):
     client = Client(hub_url, verbose=False)
     job = client.submit(BUILTIN, None, "text", "label", 10, 1e-4, 1, api_name="/fine_tune")  # 2,400 steps
     deadline = time.monotonic() + 60
@@ -332,12 +347,31 @@ def test_api_cancel_really_stops_the_training(hub_url):
     assert running_trainings, "the training never started"
     time.sleep(0.5)
     job.cancel()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 5
     while running_trainings and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not running_trainings, "the training kept running after Cancel"
     with pytest.raises(AppError, match="no fine-tuned model yet"):
         client.predict("great", api_name="/fine_tune_predict")
+
+
+def test_a_visitor_who_leaves_stops_their_training(hub_url, slow_training):
+    import httpx
+
+    config = httpx.get(f"{hub_url}config").json()
+    fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "fine_tune")
+    data = [BUILTIN, None, "text", "label", 10, 1e-4, 1, 64, 0.1, 0.01, False, 0, "fine"]  # 2,400 steps
+    session = "leaving-visitor"
+    body = {"data": data, "fn_index": fn_index, "session_hash": session}
+    httpx.post(f"{hub_url}gradio_api/queue/join", json=body).raise_for_status()
+    with httpx.stream("GET", f"{hub_url}gradio_api/queue/data", params={"session_hash": session}) as stream:
+        for line in stream.iter_lines():
+            if "process_generating" in line and running_trainings:
+                break  # training is under way: now the visitor closes the tab
+    deadline = time.monotonic() + 5
+    while running_trainings and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running_trainings, "the training kept running after the visitor left"
 
 
 # --- in a real browser --------------------------------------------------------------------------------------
