@@ -110,14 +110,17 @@ def measure(dtype_name: str, folder: Path, size: int, repeat: int, round_trip_s:
 
         paths = [("bare", bare), ("bare thread", bare_in_thread), ("core", core), ("api", api)]
         runs = {name: [] for name, _ in paths}
+        cpu = {name: [] for name, _ in paths}
         for _, fn in paths:  # warm-up: first calls allocate and pick kernels
             fn()
         for r in range(repeat):  # interleaved and rotated, so load from other processes hits every path alike
             for name, fn in paths[r % len(paths) :] + paths[: r % len(paths)]:
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 fn()
                 runs[name].append(time.perf_counter() - t)
-        print({name: [round(s, 2) for s in times] for name, times in runs.items()}, flush=True)
+                cpu[name].append(time.process_time() - c)  # all threads of this process: server and client too
+        print("wall", {name: [round(s, 2) for s in times] for name, times in runs.items()}, flush=True)
+        print("cpu", {name: [round(s, 2) for s in times] for name, times in cpu.items()}, flush=True)
     median = {name: statistics.median(times) for name, times in runs.items()}
     fastest = {name: min(times) for name, times in runs.items()}
     bare_s = min(median["bare"], median["bare thread"])  # the faster baseline, so the ratio is not flattered
@@ -133,6 +136,9 @@ def measure(dtype_name: str, folder: Path, size: int, repeat: int, round_trip_s:
         # Other processes share these cores: the fastest run of each path is the least disturbed one.
         "API / bare, fastest runs": f"{fastest['api'] / min(fastest['bare'], fastest['bare thread']):.3f}",
         "within target": "yes" if within_target(api_s, bare_s, round_trip_s) else "NO",
+        # CPU seconds barely depend on what other processes do, so their ratio shows the hub's own overhead.
+        "CPU s: bare / API": f"{statistics.median(cpu['bare thread']):.2f} / {statistics.median(cpu['api']):.2f}",
+        "API / bare, CPU": f"{statistics.median(cpu['api']) / statistics.median(cpu['bare thread']):.3f}",
     }
     return row
 
