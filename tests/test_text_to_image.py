@@ -1,6 +1,7 @@
 """Text to image: the core against the bare diffusers pipeline on the same tiny weights and seed, the step
 callback and Stop, then /text_to_image over HTTP and the tab in a browser."""
 
+import dataclasses
 import math
 import shutil
 import threading
@@ -30,6 +31,7 @@ from demos.text_to_image import (
     text_to_image,
     tiny_autoencoder_for,
 )
+from hub.app import build_app
 from hub.errors import HubError
 
 PROMPT = "A watercolor painting of a lighthouse"
@@ -210,6 +212,31 @@ def test_closing_the_stream_stops_the_pipeline_thread(generator):
         assert unet.calls <= 3
     with pytest.raises(StopIteration):
         next(stream)
+
+
+def test_two_generations_at_once_give_the_same_images_as_one_by_one(generator):
+    """With diffusion_concurrency > 1 calls share the models; each must keep its own scheduler state."""
+    settings = [ImageSettings(steps=3, seed=seed, **SMALL) for seed in (30, 31)]
+    alone = [text_to_image(generator, PROMPT, s)[0] for s in settings]
+    together: dict[int, Image.Image] = {}
+    threads = [
+        threading.Thread(target=lambda i=i: together.update({i: text_to_image(generator, PROMPT, settings[i])[0]}))
+        for i in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i in range(2):
+        assert_same_image(together[i], alone[i])
+
+
+def test_the_concurrency_setting_limits_the_event(tiny_settings):
+    for limit in (1, 3):
+        settings = dataclasses.replace(tiny_settings, demos=["text-to-image"], diffusion_concurrency=limit)
+        app = build_app(settings)
+        (event,) = [fn for fn in app.fns.values() if fn.api_name == "text_to_image"]
+        assert event.concurrency_limit == limit
 
 
 # --- checks --------------------------------------------------------------------------------------------------
