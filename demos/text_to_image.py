@@ -342,7 +342,9 @@ def generate_frames(
         thread.join(timeout=30)
 
 
-def text_to_image(generator: ImageGenerator, prompt: str, settings: ImageSettings = ImageSettings()) -> list:
+def text_to_image(
+    generator: ImageGenerator, prompt: str, settings: ImageSettings = ImageSettings()
+) -> list[Image.Image]:
     """The finished images, without previews."""
     images: list[Image.Image] = []
     for frame in generate_frames(generator, prompt, settings, previews=False):
