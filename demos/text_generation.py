@@ -40,7 +40,7 @@ MAX_PROMPT_CHARS = 20_000  # longer prompts are refused; long-but-allowed ones a
 MAX_NEW_TOKENS = 512
 DECODING = ("sampling", "greedy")
 TIME_LIMIT_S = 180  # a generation never runs longer than this, whoever asked for it
-UPDATE_EVERY_S = 0.05  # streamed updates are batched: one per token costs the generation thread CPU time
+UPDATE_EVERY_S = 0.1  # streamed updates are batched: each one costs CPU time the generation thread needs
 
 
 # ---------------------------------------------------------------------------------------------------------
