@@ -203,8 +203,20 @@ def _rows(mask: pd.Series) -> str:
     return ", ".join(numbers) + (", ..." if mask.sum() > 5 else "")
 
 
-def read_csv_columns(path: str | Path) -> list[str]:
-    return list(_read_csv_frame(path).columns)
+def guess_columns(path: str | Path) -> tuple[list[str], str, str]:
+    """The file's columns and a first guess at its text and label columns: columns named "text" and "label" if
+    there are any; otherwise the text is the column with the longest entries, and the label the column with the
+    fewest different values (at least two)."""
+    frame = _read_csv_frame(path)
+    columns = list(frame.columns)
+    if not columns:
+        raise HubError("The CSV file has no columns.")
+    lengths = {column: frame[column].str.len().mean() for column in columns}
+    text = "text" if "text" in columns else max(columns, key=lambda column: lengths[column] or 0)
+    others = [column for column in columns if column != text] or columns
+    distinct = {column: frame[column].nunique() for column in others}
+    label = "label" if "label" in columns else min(others, key=lambda column: (distinct[column] < 2, distinct[column]))
+    return columns, text, label
 
 
 def _read_csv_frame(path: str | Path) -> pd.DataFrame:
@@ -763,7 +775,7 @@ def fine_tune_tab(store: ModelStore) -> None:
     gr.Markdown("### Try your fine-tuned model")
     with gr.Row():
         with gr.Column():
-            try_text = gr.Textbox("The service was slow but the food was worth the wait.", label="Text", lines=2)
+            try_text = gr.Textbox("Friendly staff and the best pasta I have had in years.", label="Text", lines=2)
             classify = gr.Button("Classify")
             prepare = gr.Button("Download the fine-tuned model (zip)")
             download = gr.File(
@@ -833,9 +845,7 @@ def fine_tune_tab(store: ModelStore) -> None:
     def show_columns(path: str | None):
         if not path:
             return gr.Dropdown(), gr.Dropdown()
-        columns = read_csv_columns(path)
-        text = "text" if "text" in columns else columns[0]
-        label = "label" if "label" in columns else columns[-1]
+        columns, text, label = guess_columns(path)
         return gr.Dropdown(choices=columns, value=text), gr.Dropdown(choices=columns, value=label)
 
     inputs = [dataset, csv_file, text_column, label_column, epochs, learning_rate, batch_size, max_length, warmup,

@@ -30,6 +30,7 @@ from demos.fine_tune import (
     TrainingSettings,
     builtin_dataset,
     check_settings,
+    guess_columns,
     load_backbone,
     packaged_minilm,
     predict,
@@ -88,6 +89,14 @@ def test_a_csv_with_chosen_columns_is_split_stratified(tmp_path):
     assert data.label_names == ["cat", "dog"]
     assert len(data.test_texts) == 8 and sorted(data.test_labels) == [0] * 4 + [1] * 4
     assert len(data.train_texts) == 32
+
+
+def test_the_text_and_label_columns_are_guessed_from_the_file(tmp_path):
+    rows = "\n".join(f"{i},a long review number {i},{'cat' if i % 2 else 'dog'},x" for i in range(20))
+    path = write_csv(tmp_path / "pets.csv", "id,words,animal,constant\n" + rows)
+    assert guess_columns(path) == (["id", "words", "animal", "constant"], "words", "animal")
+    named = write_csv(tmp_path / "named.csv", "label,text\npos,good\nneg,bad\n")
+    assert guess_columns(named) == (["label", "text"], "text", "label")
 
 
 @pytest.mark.parametrize(
