@@ -764,10 +764,19 @@ def fine_tune_tab(store: ModelStore) -> None:
                 label="Held-out accuracy by epoch (0 = before)",
                 height=200,
             )
-            probes_table = gr.Dataframe(label="Probe texts", interactive=False, wrap=True, elem_id="fine-tune-probes")
+            probes_table = gr.Dataframe(
+                headers=["text", "before training", "after training"],
+                label="Probe texts",
+                interactive=False,
+                wrap=True,
+                elem_id="fine-tune-probes",
+            )
             with gr.Accordion("Results on the held-out texts", open=True):
                 per_class = gr.Dataframe(
-                    label="Precision and recall per class", interactive=False, elem_id="fine-tune-per-class"
+                    headers=["class", "precision before", "recall before", "precision after", "recall after"],
+                    label="Precision and recall per class",
+                    interactive=False,
+                    elem_id="fine-tune-per-class",
                 )
                 confusion = gr.Dataframe(label="Confusion matrix after training", interactive=False)
             with gr.Accordion("All metrics (what the HTTP API returns)", open=False):
