@@ -814,6 +814,10 @@ def fine_tune_tab(store: ModelStore) -> None:
         last_update = 0.0
         try:
             for run in runs:
+                if run.done:  # stored before the last update reaches the visitor, who may then use it at once
+                    sessions.put(
+                        session, FineTuned(run.model, backbone.tokenizer, data.label_names, settings.max_length)
+                    )
                 progress((run.step, run.total_steps), desc=f"Epoch {max(run.epoch, 1)}/{settings.epochs}", unit="steps")
                 if run.done or run.stopped or time.monotonic() - last_update >= UPDATE_EVERY_S:
                     last_update = time.monotonic()
@@ -821,8 +825,6 @@ def fine_tune_tab(store: ModelStore) -> None:
                     final = replace(run, model=None) if run.done else None
                     yield (status_text(run), loss_frame(run), accuracy_frame(run), probes_frame(run), run_metrics(run),
                            final)  # fmt: skip
-            if run.done:
-                sessions.put(session, FineTuned(run.model, backbone.tokenizer, data.label_names, settings.max_length))
         finally:
             stop.set()  # Cancel, or the visitor left: the loop ends at its next step
             runs.close()  # frees the half-trained model now rather than at garbage collection
