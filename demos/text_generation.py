@@ -1,6 +1,5 @@
 """Text generation: GPT-2 continues a prompt one token at a time, and shows how likely each token was."""
 
-import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -140,21 +139,23 @@ def fit_prompt(generator: TextGenerator, prompt: str, max_new_tokens: int) -> Pr
     return Prompt(ids[:, cut:], cut)
 
 
-class _TokenQueue(BaseStreamer):
-    """Receives each new token id from `generate` (run in another thread) and hands it over unchanged."""
+class _TokenCollector(BaseStreamer):
+    """Collects each new token id from `generate` (run in another thread). The reader looks at the list a few
+    times a second rather than being woken per token: every wake-up takes the GIL from the generating thread."""
 
     def __init__(self):
-        self.tokens: queue.Queue = queue.Queue()
+        self.new_ids: list[int] = []
+        self.done = threading.Event()
         self._prompt_seen = False
 
     def put(self, value: torch.Tensor) -> None:
         if not self._prompt_seen:  # generate first pushes the prompt itself
             self._prompt_seen = True
             return
-        self.tokens.put(int(value.reshape(-1)[0]))
+        self.new_ids.append(int(value.reshape(-1)[0]))
 
     def end(self) -> None:
-        self.tokens.put(None)
+        self.done.set()
 
 
 class _StopWhenSet(StoppingCriteria):
@@ -190,7 +191,7 @@ def generate_stream(
     """Yield the continuation so far while `generate` runs in a thread; closing the iterator stops it."""
     fitted = fit_prompt(generator, check_text(prompt, "Prompt", MAX_PROMPT_CHARS), settings.max_new_tokens)
     stop = stop or threading.Event()
-    streamer = _TokenQueue()
+    streamer = _TokenCollector()
     model = generator.model
     input_ids = fitted.input_ids.to(model.device)
 
@@ -214,17 +215,17 @@ def generate_stream(
     running_generations.add(thread)
     thread.start()
     prompt_ids = fitted.input_ids[0].tolist()
-    new_ids: list[int] = []
-    text, last_update = "", time.monotonic()
+    shown = 0  # tokens in the last update
     try:
-        while (token := streamer.tokens.get()) is not None:
-            new_ids.append(token)
-            if time.monotonic() - last_update < update_every_s:
+        while not streamer.done.wait(update_every_s):
+            new_ids = list(streamer.new_ids)
+            if len(new_ids) == shown:
                 continue
-            decoded = generator.tokenizer.decode(new_ids, skip_special_tokens=True)
-            if not decoded.endswith("\ufffd"):  # wait for the rest of a character split across tokens
-                text, last_update = decoded, time.monotonic()
-                yield Generation(text, prompt_ids, list(new_ids), fitted.cut_tokens)
+            text = generator.tokenizer.decode(new_ids, skip_special_tokens=True)
+            if not text.endswith("\ufffd"):  # wait for the rest of a character split across tokens
+                shown = len(new_ids)
+                yield Generation(text, prompt_ids, new_ids, fitted.cut_tokens)
+        new_ids = list(streamer.new_ids)
         text = generator.tokenizer.decode(new_ids, skip_special_tokens=True)
         yield Generation(text, prompt_ids, new_ids, fitted.cut_tokens)
     finally:

@@ -22,7 +22,8 @@ TINY_BANNER = """
 def build_app(settings: Settings, store: ModelStore | None = None) -> gr.Blocks:
     demos = find_demos(settings.demos)
     store = store or ModelStore(settings, demos)
-    with gr.Blocks(title="Transformers demo hub") as app:
+    # Files Gradio hands out (images, fine-tuned model zips) are deleted after an hour, so a Space never fills its disk.
+    with gr.Blocks(title="Transformers demo hub", delete_cache=(1800, 3600)) as app:
         gr.Markdown(INTRO)
         if settings.preset == "tiny":
             gr.Markdown(TINY_BANNER, elem_id="tiny-banner")

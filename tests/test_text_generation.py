@@ -62,7 +62,7 @@ def test_same_seed_same_text_and_another_seed_another_text(generator):
 
 def test_stream_yields_growing_text(generator):
     texts = [
-        g.text for g in generate_stream(generator, PROMPT, GenerationSettings(max_new_tokens=60), update_every_s=0)
+        g.text for g in generate_stream(generator, PROMPT, GenerationSettings(max_new_tokens=60), update_every_s=0.001)
     ]
     assert len(texts) > 1
     assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
@@ -84,7 +84,7 @@ def test_closing_the_stream_stops_the_generation_thread(generator):
     hook = generator.model.register_forward_pre_hook(lambda *args: time.sleep(0.02))  # a slow model
     try:
         stop = threading.Event()
-        stream = generate_stream(generator, PROMPT, GenerationSettings(max_new_tokens=200), stop, update_every_s=0)
+        stream = generate_stream(generator, PROMPT, GenerationSettings(max_new_tokens=200), stop, update_every_s=0.001)
         first = next(stream)
         stream.close()  # what Gradio does when the visitor presses Stop or leaves
         assert stop.is_set()
