@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 import torch
-from transformers import BertConfig, BertForMaskedLM, Pipeline, pipeline
+from transformers import BertForMaskedLM, Pipeline, pipeline
 
 from hub import tiny
 from hub.checks import check_int, check_text
@@ -34,15 +34,7 @@ def load_fill_mask(source: str, dtype: torch.dtype = torch.float32, device: str 
 
 def build_tiny_bert(folder: Path) -> None:
     tokenizer = tiny.bert_tokenizer(max_length=128)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = tiny.bert_config(tokenizer)
     torch.manual_seed(0)
     BertForMaskedLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -27,7 +27,6 @@ from transformers import (
     AutoModel,
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    BertConfig,
     BertModel,
     DataCollatorWithPadding,
     PreTrainedModel,
@@ -133,15 +132,7 @@ def backbone_hub_repos(source: str) -> list[str]:
 def build_tiny_backbone(folder: Path) -> None:
     """A BERT-style backbone like MiniLM (a BertModel without a head), with a real WordPiece tokenizer."""
     tokenizer = tiny.bert_tokenizer(max_length=128)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = tiny.bert_config(tokenizer)
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import BertConfig, PreTrainedTokenizerFast
 
 CORPUS = Path(__file__).resolve().parent.parent / "assets" / "tiny_corpus.txt"
 
@@ -64,4 +64,17 @@ def gpt2_tokenizer(max_length: int = 256) -> PreTrainedTokenizerFast:
         eos_token="<|endoftext|>",
         unk_token="<|endoftext|>",
         model_max_length=max_length,
+    )
+
+
+def bert_config(tokenizer: PreTrainedTokenizerFast) -> BertConfig:
+    """A two-layer, 32-wide BERT for the tiny fill-mask model and the tiny fine-tune backbone."""
+    return BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=tokenizer.model_max_length,
+        pad_token_id=tokenizer.pad_token_id,
     )
