@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from hub.settings import DTYPES, Settings, apply_offline, parse_models, settings_from_env
+from hub.settings import DTYPES, Settings, apply_offline, hub_is_reachable, parse_models, settings_from_env
 
 COMMANDS = {
     "run": "serve the hub (the default)",
@@ -105,6 +105,9 @@ def parse_settings(argv: list[str] | None = None) -> tuple[str, Settings]:
 
 def main(argv: list[str] | None = None) -> None:
     command, settings = parse_settings(argv)
+    if not settings.offline and command != "prefetch" and not hub_is_reachable():
+        print("The Hugging Face Hub cannot be reached: running offline, with the models in the local cache.")
+        settings.offline = True
     apply_offline(settings.offline)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

@@ -1,6 +1,8 @@
 """Settings in one place: defaults in code, environment variables for Spaces, CLI flags on top."""
 
 import os
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,3 +72,15 @@ def apply_offline(offline: bool) -> None:
     if offline:
         for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
             os.environ[var] = "1"
+
+
+def hub_is_reachable(timeout_s: float = 3.0) -> bool:
+    """One quick look at the Hugging Face Hub: without it, each model load would retry for minutes."""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout_s)
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except (OSError, ValueError):
+        return False
+    return True

@@ -18,7 +18,7 @@ from hub.device import bfloat16_is_faster, resolve_dtype
 from hub.errors import ModelUnavailableError
 from hub.models import ModelStore
 from hub.registry import DEMOS, find_demos
-from hub.settings import Settings, settings_from_env
+from hub.settings import Settings, hub_is_reachable, settings_from_env
 
 from .conftest import free_port
 
@@ -193,3 +193,19 @@ def test_tiny_preset_shows_a_banner_and_deep_links_open_a_tab(page, hub_url):
     )
     page.get_by_role("tab", name="Text generation").click()
     page.get_by_role("button", name="Generate").wait_for()
+
+
+def test_an_unreachable_hub_is_noticed_at_once(monkeypatch):
+    import http.server
+
+    closed = free_port()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed}")
+    assert not hub_is_reachable(timeout_s=1)
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers 501
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    try:
+        assert hub_is_reachable(timeout_s=5)
+    finally:
+        server.server_close()
