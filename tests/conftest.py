@@ -9,6 +9,10 @@ from pathlib import Path
 
 # Before gradio or the Hub libraries are imported: no network, no analytics, temp files in a private folder.
 _TEMP = Path(tempfile.mkdtemp(prefix="hub-tests-"))
+# Everything below the system temp folder goes here too (gradio_client leaves an empty folder there per download).
+(_TEMP / "tmp").mkdir()
+os.environ["TMPDIR"] = str(_TEMP / "tmp")
+tempfile.tempdir = None  # read TMPDIR again
 os.environ.update(
     HF_HUB_OFFLINE="1",
     TRANSFORMERS_OFFLINE="1",
