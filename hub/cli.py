@@ -76,6 +76,12 @@ def make_parser(defaults: Settings) -> argparse.ArgumentParser:
         default=defaults.queue_size,
         help="requests that may wait; more get 'queue is full' (HUB_QUEUE_SIZE) [%(default)s]",
     )
+    parser.add_argument(
+        "--diffusion-concurrency",
+        type=int,
+        default=defaults.diffusion_concurrency,
+        help="text-to-image generations that may run at once (HUB_DIFFUSION_CONCURRENCY) [%(default)s]",
+    )
     return parser
 
 
@@ -94,7 +100,7 @@ def parse_settings(argv: list[str] | None = None) -> tuple[str, Settings]:
         share=args.share,
         cache_dir=args.cache_dir,
         queue_size=args.queue_size,
-        diffusion_concurrency=defaults.diffusion_concurrency,
+        diffusion_concurrency=args.diffusion_concurrency,
     )
     try:
         settings.models = {**defaults.models, **parse_models(args.model)}
