@@ -43,13 +43,16 @@ def test_cli_flags_become_settings():
             "--offline",
             "--dtype",
             "float32",
-        ]  # fmt: skip
+            "--diffusion-concurrency",
+            "2",
+        ]
     )
     assert command == "run"
     assert settings.port == 8000
     assert settings.demos == ["fill-mask", "text-generation"]
     assert settings.models == {"fill-mask": "./my-bert"}
     assert (settings.preset, settings.offline, settings.dtype) == ("tiny", True, "float32")
+    assert settings.diffusion_concurrency == 2
 
 
 def test_environment_variables_set_the_same_settings():
@@ -61,7 +64,7 @@ def test_environment_variables_set_the_same_settings():
             "GRADIO_SERVER_NAME": "0.0.0.0",
             "HUB_PORT": "9000",
             "HUB_PRESET": "tiny",
-        }  # fmt: skip
+        }
     )
     assert settings.demos == ["fill-mask"]
     assert settings.models == {"fill-mask": "a/b", "text-generation": "./gpt"}
