@@ -405,6 +405,15 @@ def text_generation_tab(store: ModelStore) -> None:
         api_visibility="private",
     )
     stop.click(None, cancels=[event])
+    # A new run clears the last run's token view at once (a stopped run never fills it in).
+    gr.on(
+        [run.click, prompt.submit],
+        lambda: ([], None),
+        None,
+        [tokens_view, alternatives],
+        queue=False,
+        api_visibility="private",
+    )
     tokens_view.select(show_alternatives, scored, alternatives, api_visibility="private")
 
 
