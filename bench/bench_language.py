@@ -133,7 +133,6 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     round_trip = do_nothing_round_trip()
     with tempfile.TemporaryDirectory() as folder:
         models = build_full_size_models(Path(folder))

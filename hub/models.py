@@ -64,9 +64,6 @@ class ModelStore:
             return str(self.settings.cache_dir / "tiny" / demo_id)
         return demo.default_model
 
-    def is_loaded(self, demo_id: str) -> bool:
-        return demo_id in self._models
-
     def get(self, demo_id: str, on_load: Callable[[str], None] | None = None) -> Any:
         """The demo's model, loading it on first use; `on_load(message)` is told when a load starts."""
         if demo_id in self._models:
