@@ -396,6 +396,7 @@ class ImageResult:
     prompt: str
     settings: ImageSettings
     seconds: float
+    images: list[Image.Image]  # all of them; the main output (and the API) holds the first
 
 
 # Stop events of the generations running now, per browser session, so Stop ends only its own visitor's image.
@@ -438,8 +439,14 @@ def text_to_image_tab(store: ModelStore) -> None:
                 show_steps = gr.Checkbox(value=True, label="Show the steps (decoded with the tiny autoencoder)")
             gr.Examples(EXAMPLES, inputs=[prompt])
         with gr.Column():
+            image = gr.Image(label="Image", type="pil", format="png", height=560, elem_id="text-to-image-image")
             gallery = gr.Gallery(
-                label="Images", format="png", columns=2, height=560, elem_id="text-to-image-gallery", preview=False
+                label="All images (image i uses seed + i)",
+                format="png",
+                columns=4,
+                elem_id="text-to-image-gallery",
+                preview=False,
+                visible=False,
             )
             info = gr.Markdown(elem_id="text-to-image-info")
     code = code_accordion()
@@ -467,13 +474,11 @@ def text_to_image_tab(store: ModelStore) -> None:
             progress((0, settings.steps), desc="Encoding the prompt")
             for frame in generate_frames(generator, text, settings, stop_event, previews=bool(show_steps)):
                 if frame.final:
-                    captions = [f"seed {settings.seed + i}" for i in range(len(frame.images))]
-                    result = ImageResult(text, settings, time.perf_counter() - start)
-                    yield list(zip(frame.images, captions)), result
+                    yield frame.images[0], ImageResult(text, settings, time.perf_counter() - start, frame.images)
                 else:
                     progress((frame.step, frame.steps), desc=f"Denoising step {frame.step}/{frame.steps}")
-                    if frame.images:
-                        yield [(image, f"step {frame.step}/{frame.steps}") for image in frame.images], None
+                    if frame.images:  # the first image's preview
+                        yield frame.images[0], None
         finally:
             if session:
                 with _stops_lock:
@@ -491,24 +496,29 @@ def text_to_image_tab(store: ModelStore) -> None:
 
     def explain(result: ImageResult | None):
         if result is None:
-            return "Stopped.", gr.skip()
+            return "Stopped.", gr.skip(), gr.skip()
         s = result.settings
         line = (
             f"{s.width}x{s.height} px, {s.steps} step{'s' if s.steps > 1 else ''}, guidance {s.guidance_scale:g}, "
             f"seed {s.seed}, {s.num_images} image{'s' if s.num_images > 1 else ''} in {result.seconds:.1f} s"
         )
-        return line, reproduce_code(store.get(DEMO_ID), result.prompt, s, store.dtype)
+        all_images = [(picture, f"seed {s.seed + i}") for i, picture in enumerate(result.images)]
+        return (
+            line,
+            reproduce_code(store.get(DEMO_ID), result.prompt, s, store.dtype),
+            gr.Gallery(value=all_images, visible=len(all_images) > 1),
+        )
 
     event = gr.on(
         [run.click, prompt.submit],
         generate,
         [prompt, negative_prompt, steps, guidance_scale, width, height, seed, num_images, show_steps],
-        [gallery, last],
+        [image, last],
         api_name="text_to_image",
         concurrency_limit=store.settings.diffusion_concurrency,
         concurrency_id=DEMO_ID,
     )
-    event.then(explain, last, [info, code], api_visibility="private")
+    event.then(explain, last, [info, code, gallery], api_visibility="private")
     stop.click(request_stop, None, None, cancels=[event], queue=False, api_visibility="private")
 
 
