@@ -1,17 +1,23 @@
 """What every benchmark shares: serving an app on loopback, timing calls, and the do-nothing round trip
 that Gradio itself costs (measured in the same run, so ratios compare like with like)."""
 
+import atexit
 import contextlib
 import os
+import shutil
 import socket
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 
+# One private temp folder for the run, removed at exit: Gradio's files, and gradio_client's per-download folders.
+_TEMP = tempfile.mkdtemp(prefix="hub-bench-")
+atexit.register(shutil.rmtree, _TEMP, ignore_errors=True)
+os.environ.update(GRADIO_TEMP_DIR=os.path.join(_TEMP, "gradio"), TMPDIR=_TEMP)
+tempfile.tempdir = None  # read TMPDIR again
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="hub-bench-"))
 
 import gradio as gr  # noqa: E402
 from gradio_client import Client  # noqa: E402
