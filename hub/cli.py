@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def list_models(settings: Settings, demos: list) -> None:
-    from hub.models import ModelStore, is_local
+    from hub.models import ModelStore, is_local, tiny_model_is_built
 
     store = ModelStore(settings, demos)
     cached = cached_hub_repos()
@@ -146,7 +146,7 @@ def list_models(settings: Settings, demos: list) -> None:
     for demo in demos:
         source = store.source(demo.id)
         if settings.preset == "tiny" and demo.id not in settings.models:
-            available = "built" if (Path(source) / ".complete").exists() else "on use"
+            available = "built" if tiny_model_is_built(Path(source)) else "on use"
         elif is_local(source):
             available = "yes" if Path(source).expanduser().exists() else "MISSING"
         else:

@@ -20,10 +20,18 @@ def is_local(source: str) -> bool:
     return source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
 
 
+def tiny_model_folder(cache_dir: Path, demo_id: str) -> Path:
+    return cache_dir / "tiny" / demo_id
+
+
+def tiny_model_is_built(folder: Path) -> bool:
+    return (folder / ".complete").exists()
+
+
 def build_tiny_model(demo: Demo, cache_dir: Path) -> Path:
     """Build the demo's tiny random-weight model once into the cache; later calls reuse the folder."""
-    folder = cache_dir / "tiny" / demo.id
-    if (folder / ".complete").exists():
+    folder = tiny_model_folder(cache_dir, demo.id)
+    if tiny_model_is_built(folder):
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the final folder and rename, so a half-built model is never loaded.
@@ -61,7 +69,7 @@ class ModelStore:
         if demo_id in self.settings.models:
             return self.settings.models[demo_id]
         if self.settings.preset == "tiny":
-            return str(self.settings.cache_dir / "tiny" / demo_id)
+            return str(tiny_model_folder(self.settings.cache_dir, demo_id))
         return demo.default_model
 
     def get(self, demo_id: str, on_load: Callable[[str], None] | None = None) -> Any:
