@@ -1,6 +1,5 @@
 """Fill-mask: BERT reads the whole sentence in both directions and guesses the hidden word(s)."""
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import torch
 from transformers import BertForMaskedLM, Pipeline, pipeline
 
 from hub import tiny
-from hub.checks import check_int, check_text
+from hub.checks import check_int, check_text, use_model_mask
 from hub.demo import Demo
 from hub.errors import HubError
 from hub.models import ModelStore
@@ -20,8 +19,6 @@ DEFAULT_MODEL = "google-bert/bert-base-uncased"
 MAX_MASKS = 5  # each mask gets its own predictions from the same single forward pass
 MAX_CHARS = 2_000
 MAX_TOP_K = 20
-# Common ways people write a mask; each is mapped to the loaded model's own token ([MASK] for BERT, <mask> for RoBERTa).
-MASK_SPELLINGS = re.compile(r"\[mask\]|<mask>|_{3,}", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -50,11 +47,6 @@ class FillMaskResult:
     predictions: list[dict[str, float]]  # one {word: probability} per mask, most likely first
     filled: str  # the text with each mask replaced by its top word
     tokens: list[str]  # how the tokenizer split the text
-
-
-def use_model_mask(text: str, mask_token: str) -> str:
-    """Write every common mask spelling as the model's own mask token."""
-    return MASK_SPELLINGS.sub(lambda _: mask_token, text.replace(mask_token, "\0")).replace("\0", mask_token)
 
 
 def fill_mask(fill: Pipeline, text: str, top_k: int = 5) -> FillMaskResult:

@@ -35,7 +35,7 @@ def build_app(settings: Settings, store: ModelStore | None = None) -> gr.Blocks:
         def open_linked_tab(request: gr.Request) -> gr.Tabs:
             """?tab=<demo id> opens that demo, so a talk can link straight to it."""
             wanted = request.query_params.get("tab") if request else None
-            return gr.Tabs(selected=wanted) if wanted in store.demos else gr.Tabs()
+            return gr.Tabs(selected=wanted) if wanted in {demo.id for demo in demos} else gr.Tabs()
 
         app.load(open_linked_tab, None, tabs, api_visibility="private")
     app.queue(max_size=settings.queue_size, default_concurrency_limit=1)

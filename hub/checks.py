@@ -1,6 +1,7 @@
 """Server-side input checks shared by every demo: API callers bypass every limit the UI shows."""
 
 import math
+import re
 from typing import Any
 
 from hub.errors import HubError
@@ -41,3 +42,12 @@ def check_choice(value: Any, name: str, choices: list[str] | tuple[str, ...]) ->
     if value not in choices:
         raise HubError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}.")
     return value
+
+
+# Common ways people write a mask; each is mapped to the loaded model's own token ([MASK] for BERT, <mask> for RoBERTa).
+MASK_SPELLINGS = re.compile(r"\[mask\]|<mask>|_{3,}", re.IGNORECASE)
+
+
+def use_model_mask(text: str, mask_token: str) -> str:
+    """Write every common mask spelling as the model's own mask token."""
+    return MASK_SPELLINGS.sub(lambda _: mask_token, text.replace(mask_token, "\0")).replace("\0", mask_token)

@@ -143,15 +143,20 @@ def list_models(settings: Settings, demos: list) -> None:
     store = ModelStore(settings, demos)
     cached = cached_hub_repos()
     print(f"{'demo':<22}{'available':<11}model")
-    for demo in demos:
+    for demo in with_models(store):
         source = store.source(demo.id)
-        if settings.preset == "tiny" and demo.id not in settings.models:
+        if settings.preset == "tiny" and demo.id not in settings.models and demo.build_tiny:
             available = "built" if tiny_model_is_built(Path(source)) else "on use"
         elif is_local(source):
             available = "yes" if Path(source).expanduser().exists() else "MISSING"
         else:
             available = "yes" if all(repo in cached for repo in demo.hub_repos(source)) else "no"
         print(f"{demo.id:<22}{available:<11}{source}")
+
+
+def with_models(store) -> list:
+    """The demos that load a model, including the ones enabled tabs borrow (the attention tab reads GPT-2's)."""
+    return [demo for demo in store.demos.values() if demo.load is not None]
 
 
 def cached_hub_repos() -> set[str]:
@@ -169,7 +174,7 @@ def prefetch(settings: Settings, demos: list) -> int:
 
     store = ModelStore(settings, demos)
     failures = 0
-    for demo in demos:
+    for demo in with_models(store):
         print(f"{demo.id}: {store.source(demo.id)} ...", flush=True)
         try:
             store.get(demo.id)

@@ -58,6 +58,9 @@ class ModelStore:
     def __init__(self, settings: Settings, demos: list[Demo]):
         self.settings = settings
         self.demos = {demo.id: demo for demo in demos}
+        for demo in demos:  # a tab that reads another demo's model can be enabled alone (--demos attention)
+            for used in demo.uses:
+                self.demos.setdefault(used.id, used)
         self.device = pick_device()
         self.dtype = resolve_dtype(settings.dtype, self.device)
         self._models: dict[str, Any] = {}
@@ -68,7 +71,7 @@ class ModelStore:
         demo = self.demos[demo_id]
         if demo_id in self.settings.models:
             return self.settings.models[demo_id]
-        if self.settings.preset == "tiny":
+        if self.settings.preset == "tiny" and demo.build_tiny is not None:
             return str(tiny_model_folder(self.settings.cache_dir, demo_id))
         return demo.default_model
 
@@ -86,7 +89,7 @@ class ModelStore:
 
     def _load(self, demo: Demo, source: str) -> Any:
         try:
-            if self.settings.preset == "tiny" and demo.id not in self.settings.models:
+            if self.settings.preset == "tiny" and demo.id not in self.settings.models and demo.build_tiny:
                 build_tiny_model(demo, self.settings.cache_dir)
             elif is_local(source) and not Path(source).expanduser().exists():
                 raise FileNotFoundError(f"folder {source} does not exist")

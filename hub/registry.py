@@ -1,6 +1,16 @@
 """Every demo, in tab order. Adding a demo = one module in demos/ and one line here."""
 
-from demos import clip_zero_shot, fill_mask, fine_tune, image_classification, text_generation, text_to_image
+from demos import (
+    attention,
+    clip_zero_shot,
+    fill_mask,
+    fine_tune,
+    image_classification,
+    layers,
+    positional_encoding,
+    text_generation,
+    text_to_image,
+)
 from hub.demo import Demo
 
 DEMOS: list[Demo] = [
@@ -10,6 +20,9 @@ DEMOS: list[Demo] = [
     clip_zero_shot.DEMO,
     fine_tune.DEMO,
     text_to_image.DEMO,
+    attention.DEMO,
+    layers.DEMO,
+    positional_encoding.DEMO,
 ]
 
 

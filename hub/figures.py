@@ -1,0 +1,67 @@
+"""Figures drawn on the server with matplotlib and handed to the page as PNG images: they work offline (nothing
+from a CDN), gr.Image gives them a download button, and they are sharp enough for a slide."""
+
+import io
+import threading
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no screen on a server
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+SLIDE_DPI = 160
+_pyplot = threading.Lock()  # pyplot keeps global state: one figure at a time
+
+
+def figure_png(fig) -> Image.Image:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=SLIDE_DPI, bbox_inches="tight")
+    plt.close(fig)
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def heatmap(
+    matrix: np.ndarray | Sequence[Sequence[float]],
+    rows: Sequence[str],
+    columns: Sequence[str],
+    row_title: str,
+    column_title: str,
+    title: str = "",
+    percent: bool = True,
+    cmap: str = "Blues",
+    vmin: float | None = 0.0,
+    vmax: float | None = None,
+    annotate: bool | None = None,
+) -> Image.Image:
+    """A labelled heatmap: rows top to bottom, columns left to right; cells written in percent where they fit."""
+    matrix = np.asarray(matrix, dtype=float)
+    n_rows, n_columns = matrix.shape
+    annotate = (n_rows <= 16 and n_columns <= 16) if annotate is None else annotate
+    with _pyplot:
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * n_columns + 2.2), max(3.2, 0.38 * n_rows + 1.6)))
+        image = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
+        ax.set_xticks(range(n_columns), [str(c) for c in columns], rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(n_rows), [str(r) for r in rows], fontsize=8)
+        ax.set_xlabel(column_title)
+        ax.set_ylabel(row_title)
+        ax.xaxis.set_label_position("top")
+        if title:
+            ax.set_title(title, fontsize=10, pad=12)
+        bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+        if percent:
+            bar.ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(xmax=1.0))
+        if annotate:
+            top = np.nanmax(matrix) if vmax is None else vmax
+            for i in range(n_rows):
+                for j in range(n_columns):
+                    value = matrix[i, j]
+                    if np.isnan(value):
+                        continue
+                    text = f"{100 * value:.0f}" if percent else f"{value:.2f}"
+                    colour = "white" if top and value > 0.6 * top else "black"
+                    ax.text(j, i, text, ha="center", va="center", fontsize=6.5, color=colour)
+        return figure_png(fig)
