@@ -1,14 +1,37 @@
 """Attention: which tokens each token looks at, in an encoder (BERT) and a decoder (GPT-2), head by head."""
 
-from dataclasses import dataclass
+import html
+from dataclasses import dataclass, replace
 
+import gradio as gr
+import numpy as np
+import pandas as pd
 import torch
+from matplotlib import colormaps
+from PIL import Image, ImageDraw, ImageFont
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from demos import fill_mask, text_generation
 from demos.fine_tune import DEFAULT_MODEL as MINILM_MODEL
 from demos.fine_tune import backbone_hub_repos, resolve_backbone
+from hub.checks import check_int
 from hub.demo import Demo
+from hub.errors import HubError
+from hub.figures import heatmap
+from hub.inside import (
+    DECODER,
+    ENCODER,
+    Transformer,
+    attention_view,
+    check_head,
+    check_layer,
+    forward,
+    load_transformer,
+    parse_heads,
+    tokenize,
+)
+from hub.models import ModelStore
+from hub.ui import code_accordion, show_errors
 
 # ---------------------------------------------------------------------------------------------------------
 # The models: the decoder and encoder the task tabs load, and MiniLM for talks without a network
@@ -41,10 +64,480 @@ MINILM = Demo(
 USES = (text_generation.DEMO, fill_mask.DEMO, MINILM)
 
 
-def attention_tab(store) -> None:
-    import gradio as gr
+# ---------------------------------------------------------------------------------------------------------
+# The work
 
-    gr.Markdown("Attention: being built.")
+
+@dataclass
+class AttentionMaps:
+    """Every attention weight of one sentence: weights[layer - 1, head - 1, query, key]."""
+
+    model: str
+    kind: str
+    tokens: list[str]
+    weights: np.ndarray  # (layers, heads, tokens, tokens), float32, each row sums to 1
+    notice: str = ""
+    labels: list[str] | None = None  # the tokens as people read them: GPT-2's "Ġthe" is "␣the"
+
+
+def readable(t: Transformer, tokens: list[str]) -> list[str]:
+    if not t.is_gpt2:
+        return tokens
+    return [t.tokenizer.convert_tokens_to_string([token]).replace(" ", "␣").replace("\n", "⏎") for token in tokens]
+
+
+def attention_maps(t: Transformer, text: str) -> AttentionMaps:
+    tokens = tokenize(t, text)
+    attentions = forward(t, tokens.ids).attentions  # one (1, heads, n, n) tensor per layer
+    weights = torch.stack([a[0] for a in attentions]).float().numpy()
+    return AttentionMaps(t.name, t.kind, tokens.tokens, weights, t.notice, readable(t, tokens.tokens))
+
+
+def head_weights(maps: AttentionMaps, layer: int, head: int) -> np.ndarray:
+    """One head's matrix (rows = queries); head 0 = the mean over the layer's heads."""
+    layer_weights = maps.weights[layer - 1]
+    return layer_weights.mean(axis=0) if head == 0 else layer_weights[head - 1]
+
+
+def attention(t: Transformer, text: str, layer: int = 1, head: int = 1) -> dict:
+    """The API's answer: one head's attention matrix, rows = query tokens, columns = key tokens."""
+    layer, head = check_layer(t, layer), check_head(t, head)
+    maps = attention_maps(t, text)
+    weights = head_weights(maps, layer, head)
+    return {"model": t.name, "tokens": maps.tokens, "layer": layer, "head": head, "weights": weights.tolist()}
+
+
+@dataclass
+class StepByStep:
+    table: pd.DataFrame  # one row per key token: q·k, scaled, masked, softmax
+    scale: float  # what q·k is multiplied by: 1/sqrt(head size)
+    library_row: np.ndarray  # the row the model itself returned
+    largest_difference: float  # between our softmax and the library's row
+
+
+def step_by_step(t: Transformer, text: str, layer: int, head: int, query: int) -> StepByStep:
+    """Recompute one row of one head from the model's own weights: q·k for every key, scaled by 1/sqrt(d),
+    the causal mask (decoder), the softmax; then compare with the row the library returns."""
+    layer, head = check_layer(t, layer), check_int(head, "Head", 1, t.heads)
+    tokens = tokenize(t, text)
+    query = check_int(query, "Token", 1, len(tokens.tokens)) - 1
+    outputs = forward(t, tokens.ids, hidden_states=True)
+    block_input = outputs.hidden_states[layer - 1]  # entry 0 = the embeddings, entry L-1 = the input of block L
+    block, d, lo = t.blocks[layer - 1], t.head_size, (head - 1) * t.head_size
+    with torch.inference_mode():
+        if t.is_gpt2:  # pre-norm: the block normalises its input, then one matrix makes q, k and v
+            q, k, _ = block.attn.c_attn(block.ln_1(block_input)).split(t.width, dim=2)
+            scale = block.attn.scaling
+        else:  # post-norm: the attention reads the previous layer's output as it is
+            q, k = block.attention.self.query(block_input), block.attention.self.key(block_input)
+            scale = block.attention.self.scaling
+    q_row, keys = q[0, query, lo : lo + d].float(), k[0, :, lo : lo + d].float()
+    scores = keys @ q_row
+    scaled = scores * scale
+    masked = scaled.clone()
+    if t.kind == DECODER:
+        masked[query + 1 :] = float("-inf")  # a decoder token may not look at later tokens
+    softmax = torch.softmax(masked, dim=0)
+    library_row = outputs.attentions[layer - 1][0, head - 1, query].float()
+    table = pd.DataFrame(
+        {
+            "key token": tokens.tokens,
+            "q·k": scores.numpy().round(4),
+            "÷ √d": scaled.numpy().round(4),
+            "after the mask": ["−∞ (masked)" if np.isinf(v) else f"{v:.4f}" for v in masked.numpy()],
+            "softmax": [f"{100 * p:.1f}%" for p in softmax.numpy()],
+            "library's weight": [f"{100 * p:.1f}%" for p in library_row.numpy()],
+        }
+    )
+    difference = float((softmax - library_row).abs().max())
+    return StepByStep(table, float(scale), library_row.numpy(), difference)
+
+
+def top_words(t: Transformer, probabilities: torch.Tensor, top_k: int) -> dict[str, float]:
+    values, ids = probabilities.topk(top_k)
+    words: dict[str, float] = {}
+    for value, token_id in zip(values.tolist(), ids.tolist()):
+        word = t.tokenizer.decode([token_id])
+        words[word if word not in words else f"{word} (id {token_id})"] = value
+    return words
+
+
+def prediction(t: Transformer, model: PreTrainedModel, ids: torch.Tensor, top_k: int) -> dict[str, float]:
+    """The decoder's next token, or the encoder's word for the first mask."""
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits[0].float()
+    if t.kind == DECODER:
+        return top_words(t, logits[-1].softmax(-1), top_k)
+    mask = int((ids[0] == t.tokenizer.mask_token_id).nonzero()[0, 0])
+    return top_words(t, logits[mask].softmax(-1), top_k)
+
+
+def switch_heads_off(t: Transformer, heads: list[tuple[int, int]]) -> PreTrainedModel:
+    """A private view of the same weights in which the chosen heads say nothing: each head's slice of the input
+    to the layer's output projection is zeroed, so the rest of the model runs unchanged."""
+    view = attention_view(t.model)
+    for layer in sorted({layer for layer, _ in heads}):
+        off = [head for lay, head in heads if lay == layer]
+
+        def zero_heads(module, args, off=off):
+            mixed = args[0].clone()
+            for head in off:
+                mixed[..., (head - 1) * t.head_size : head * t.head_size] = 0
+            return (mixed, *args[1:])
+
+        replace(t, model=view).output_projection(layer).register_forward_pre_hook(zero_heads)
+    return view
+
+
+def ablate(t: Transformer, text: str, heads: str = "1.1", top_k: int = 5) -> dict:
+    """The prediction before and after switching heads off (decoder: the next token; encoder: the first mask)."""
+    if t.word_head() is None:
+        raise HubError(
+            f"{t.name} has no word-prediction head, so there is nothing to compare: pick the decoder or BERT."
+        )
+    chosen = parse_heads(t, heads)
+    top_k = check_int(top_k, "Top k", 1, 20)
+    if not chosen:
+        raise HubError("Heads: name at least one head to switch off, for example 1.3, 5.7 (layer.head).")
+    tokens = tokenize(t, text)
+    if t.kind == ENCODER and t.tokenizer.mask_token_id not in tokens.ids[0].tolist():
+        raise HubError(
+            f"No mask found: the encoder predicts a hidden word; write {t.tokenizer.mask_token}, [MASK], <mask> or ___."
+        )
+    before = prediction(t, t.model, tokens.ids, top_k)
+    after = prediction(t, switch_heads_off(t, chosen), tokens.ids, top_k)
+    return {"model": t.name, "heads": [f"{layer}.{head}" for layer, head in chosen], "before": before, "after": after}
+
+
+# --- figures ---------------------------------------------------------------------------------------------
+
+
+def head_figure(maps: AttentionMaps, layer: int, head: int) -> Image.Image:
+    who = "mean over heads" if head == 0 else f"head {head}"
+    return heatmap(
+        head_weights(maps, layer, head),
+        maps.labels,
+        maps.labels,
+        row_title="query ↓ (the token that looks)",
+        column_title="attends to key →",
+        title=f"{maps.kind}: {maps.model.split('/')[-1]}, layer {layer}, {who}",
+    )
+
+
+TILE_GAP, MARGIN = 3, 34
+
+
+def tile_size(maps: AttentionMaps) -> int:
+    return max(maps.weights.shape[-1], 64 // maps.weights.shape[-1] * maps.weights.shape[-1])
+
+
+def overview_figure(maps: AttentionMaps, selected: tuple[int, int] | None = None) -> Image.Image:
+    """Every layer x head as a small heatmap (BertViz's model view), drawn straight from the numbers: 144 tiles
+    take milliseconds. Rows = layers, columns = heads; click one to open it."""
+    layers, heads, n, _ = maps.weights.shape
+    size = tile_size(maps)
+    colours = (colormaps["Blues"](maps.weights.clip(0, 1))[..., :3] * 255).astype(np.uint8)
+    scale = size // n
+    width, height = MARGIN + heads * (size + TILE_GAP), MARGIN + layers * (size + TILE_GAP)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=12)
+    for layer in range(layers):
+        draw.text((2, MARGIN + layer * (size + TILE_GAP) + size // 2 - 6), f"L{layer + 1}", fill="black", font=font)
+        for head in range(heads):
+            x, y = MARGIN + head * (size + TILE_GAP), MARGIN + layer * (size + TILE_GAP)
+            tile = colours[layer, head].repeat(scale, axis=0).repeat(scale, axis=1)
+            canvas.paste(Image.fromarray(tile), (x, y))
+            if selected == (layer + 1, head + 1):
+                draw.rectangle((x - 2, y - 2, x + size + 1, y + size + 1), outline="red", width=2)
+    for head in range(heads):
+        draw.text((MARGIN + head * (size + TILE_GAP) + size // 2 - 8, 12), f"H{head + 1}", fill="black", font=font)
+    return canvas
+
+
+def tile_at(maps: AttentionMaps, x: int, y: int) -> tuple[int, int] | None:
+    """The (layer, head) under a click on the overview, or None for the margins."""
+    layers, heads = maps.weights.shape[:2]
+    step = tile_size(maps) + TILE_GAP
+    column, row = (x - MARGIN) // step, (y - MARGIN) // step
+    if x < MARGIN or y < MARGIN or column >= heads or row >= layers:
+        return None
+    return int(row) + 1, int(column) + 1
+
+
+def token_view_html(maps: AttentionMaps, layer: int, query: int) -> str:
+    """What one token attends to, drawn on the sentence: a row per head and one for their mean."""
+    weights = maps.weights[layer - 1, :, query - 1]  # (heads, keys)
+    rows = [(f"head {h + 1}", weights[h]) for h in range(len(weights))] + [("mean", weights.mean(axis=0))]
+    cells = []
+    for name, row in rows:
+        spans = "".join(
+            f'<span title="{100 * w:.1f}%" style="background: rgba(37, 99, 235, {min(1.0, w):.3f}); '
+            f"color: {'white' if w > 0.5 else 'inherit'}; padding: 1px 3px; margin: 1px; border-radius: 3px; "
+            f'{"outline: 2px solid #dc2626;" if k == query - 1 else ""}">{html.escape(token)}</span>'
+            for k, (token, w) in enumerate(zip(maps.labels, row))
+        )
+        cells.append(f"<tr><td style='white-space: nowrap; padding-right: 8px'>{name}</td><td>{spans}</td></tr>")
+    token = html.escape(maps.labels[query - 1])
+    return (
+        f"<div><b>{maps.kind}, layer {layer}: where <span style='outline: 2px solid #dc2626'>{token}</span> "
+        f"looks</b> (darker = more attention; hover for the percent)<table>{''.join(cells)}</table></div>"
+    )
+
+
+def model_class(t: Transformer) -> str:
+    if t.is_gpt2:
+        return "AutoModelForCausalLM"
+    return "AutoModelForMaskedLM" if t.word_head() is not None else "AutoModel"
+
+
+def attention_code(t: Transformer, text: str, layer: int, head: int) -> str:
+    pick = (
+        f"attentions[{layer - 1}][0].mean(dim=0)  # the mean over heads"
+        if head == 0
+        else f"attentions[{layer - 1}][0, {head - 1}]"
+    )
+    return f"""import torch
+from transformers import {model_class(t)}, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained({t.name!r})
+# The default attention (sdpa) returns no weights: ask for the plain ("eager") one.
+model = {model_class(t)}.from_pretrained({t.name!r}, attn_implementation="eager").eval()
+inputs = tokenizer({text!r}, return_tensors="pt")
+with torch.no_grad():
+    attentions = model(**inputs, output_attentions=True).attentions  # one (1, heads, n, n) per layer
+
+weights = {pick}  # layer {layer}, rows = queries, columns = keys
+print(tokenizer.convert_ids_to_tokens(inputs.input_ids[0]))
+print((100 * weights).round(decimals=1))  # percent; each row sums to 100
+"""
+
+
+def ablation_code(t: Transformer, text: str, heads: list[tuple[int, int]], top_k: int) -> str:
+    projection = (
+        "model.transformer.h[{}].attn.c_proj" if t.is_gpt2 else "model.bert.encoder.layer[{}].attention.output.dense"
+    )
+    where = "0, -1" if t.is_gpt2 else "0, mask"  # the next token, or the first mask
+    mask_line = "" if t.is_gpt2 else "mask = int((inputs.input_ids[0] == tokenizer.mask_token_id).nonzero()[0, 0])\n"
+    hooks = "\n".join(
+        f"{projection.format(layer - 1)}.register_forward_pre_hook(switch_off({[h for lay, h in heads if lay == layer]}))"
+        for layer in sorted({layer for layer, _ in heads})
+    )
+    return f"""import torch
+from transformers import {model_class(t)}, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained({t.name!r})
+model = {model_class(t)}.from_pretrained({t.name!r}).eval()
+inputs = tokenizer({text!r}, return_tensors="pt")
+{mask_line}head_size = model.config.hidden_size // model.config.num_attention_heads
+
+
+def top(logits):
+    probabilities = logits.softmax(-1).topk({top_k})
+    return {{tokenizer.decode([i]): round(p, 4) for p, i in zip(probabilities.values.tolist(), probabilities.indices.tolist())}}
+
+
+def switch_off(heads):  # heads counted from 1: zero their slice of the input to the output projection
+    def hook(module, args):
+        mixed = args[0].clone()
+        for head in heads:
+            mixed[..., (head - 1) * head_size : head * head_size] = 0
+        return (mixed,)
+    return hook
+
+
+with torch.no_grad():
+    print("before", top(model(**inputs).logits[{where}]))
+{hooks}
+with torch.no_grad():
+    print("after ", top(model(**inputs).logits[{where}]))
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The tab
+
+INTRO = """
+**What you are looking at:** each token builds its next version from a weighted mix of the other tokens; the weights
+are the *attention*. Each row of a map is one token (the query) and sums to 100% over the tokens it attends to (keys).
+An **encoder** (BERT: every token sees every token) and a **decoder** (GPT-2: a token sees only itself and earlier
+tokens, so its maps are empty above the diagonal) read the same sentence. All numbers are the loaded models' own.
+"""
+ENCODERS = [("BERT (the fill-mask model)", ENCODER), ("MiniLM (a real encoder that works offline)", "minilm")]
+EXAMPLE = "The animal didn't cross the street because it was too tired."
+
+
+def token_choices(maps: AttentionMaps) -> list[tuple[str, int]]:
+    return [(f"{i}: {token}", i) for i, token in enumerate(maps.labels, start=1)]
+
+
+def clamp(value: float, top: int) -> int:
+    return max(0, min(int(value), top))
+
+
+def side(store: ModelStore, which: str, text: str) -> tuple[Transformer, AttentionMaps]:
+    t = load_transformer(store, which)
+    return t, attention_maps(t, text)
+
+
+def attention_tab(store: ModelStore) -> None:
+    gr.Markdown(INTRO)
+    with gr.Row():
+        text = gr.Textbox(label="Sentence (at most 64 tokens)", value=EXAMPLE, scale=3)
+        encoder = gr.Radio(ENCODERS, value=ENCODER, label="Encoder", scale=2)
+    with gr.Row():
+        layer = gr.Slider(1, 12, value=1, step=1, label="Layer")
+        head = gr.Slider(0, 12, value=1, step=1, label="Head (0 = the mean over heads)")
+        run = gr.Button("Show attention", variant="primary")
+    columns = {}
+    with gr.Row():
+        for kind, title in (
+            (ENCODER, "Encoder: every token sees every token"),
+            (DECODER, "Decoder: only earlier tokens"),
+        ):
+            with gr.Column():
+                gr.Markdown(f"### {title}")
+                notice = gr.Markdown()
+                figure = gr.Image(label="One head", type="pil", interactive=False, elem_id=f"attention-{kind}-head")
+                token = gr.Dropdown(label="Pick a token (query)", choices=[], interactive=True)
+                token_view = gr.HTML()
+                steps_text = gr.Markdown()
+                steps = gr.Dataframe(label="Step by step, for the picked token", interactive=False, wrap=True)
+                overview = gr.Image(
+                    label="Every layer (rows) × head (columns): click one to open it",
+                    type="pil",
+                    interactive=False,
+                    elem_id=f"attention-{kind}-overview",
+                )
+                columns[kind] = (notice, figure, token, token_view, steps_text, steps, overview)
+    code = code_accordion()
+    enc_maps, dec_maps = gr.State(), gr.State()
+
+    @show_errors
+    def compute(text: str, which: str, progress=gr.Progress()):
+        progress(0, desc="Loading the models (first use can take a while)...")
+        _, encoder_maps = side(store, which, text)
+        _, decoder_maps = side(store, DECODER, text)
+        top_layers = max(m.weights.shape[0] for m in (encoder_maps, decoder_maps))
+        top_heads = max(m.weights.shape[1] for m in (encoder_maps, decoder_maps))
+        return (
+            encoder_maps,
+            decoder_maps,
+            gr.Dropdown(choices=token_choices(encoder_maps), value=len(encoder_maps.tokens)),
+            gr.Dropdown(choices=token_choices(decoder_maps), value=len(decoder_maps.tokens)),
+            gr.Slider(maximum=top_layers),
+            gr.Slider(maximum=top_heads),
+        )
+
+    def draw_side(maps: AttentionMaps | None, which: str, text: str, layer: float, head: float, token):
+        if maps is None:
+            return "", None, "", "", None, None, ""
+        t = load_transformer(store, which)
+        asked = (int(layer), int(head))
+        layer, head = clamp(layer, t.layers) or 1, clamp(head, t.heads)
+        notes = [maps.notice] if maps.notice else []
+        if (layer, head) != asked:
+            notes.append(f"This model has {t.layers} layers of {t.heads} heads: showing layer {layer}, head {head}.")
+        token = clamp(token or len(maps.tokens), len(maps.tokens)) or len(maps.tokens)
+        step = step_by_step(t, text, layer, head or 1, token)
+        summary = (
+            f"Layer {layer}, head {head or 1} (step by step needs one head), query **{html.escape(maps.labels[token - 1])}**: "
+            f"scores × {step.scale:.4f} (= 1/√{t.head_size}), then softmax. Largest difference from the library's "
+            f"own row: **{step.largest_difference:.1e}**."
+        )
+        return (
+            " ".join(notes),
+            head_figure(maps, layer, head),
+            token_view_html(maps, layer, token),
+            summary,
+            step.table,
+            overview_figure(maps, (layer, head)),
+            attention_code(t, text, layer, head),
+        )
+
+    @show_errors
+    def draw(encoder_maps, decoder_maps, which, text, layer, head, encoder_token, decoder_token):
+        encoder_side = draw_side(encoder_maps, which, text, layer, head, encoder_token)
+        decoder_side = draw_side(decoder_maps, DECODER, text, layer, head, decoder_token)
+        return (*encoder_side[:6], *decoder_side[:6], decoder_side[6] and encoder_side[6] + "\n\n" + decoder_side[6])
+
+    outputs = []
+    for kind in (ENCODER, DECODER):
+        notice, figure, _, token_view, steps_text, steps, overview = columns[kind]
+        outputs += [notice, figure, token_view, steps_text, steps, overview]
+    draw_inputs = [enc_maps, dec_maps, encoder, text, layer, head, columns[ENCODER][2], columns[DECODER][2]]
+    event = gr.on(
+        [run.click, text.submit],
+        compute,
+        [text, encoder],
+        [enc_maps, dec_maps, columns[ENCODER][2], columns[DECODER][2], layer, head],
+        api_visibility="private",
+    )
+    event.success(draw, draw_inputs, [*outputs, code], api_visibility="private")
+    gr.on(
+        [layer.release, head.release, columns[ENCODER][2].input, columns[DECODER][2].input],
+        draw,
+        draw_inputs,
+        [*outputs, code],
+        api_visibility="private",
+    )
+
+    for kind, maps_state in ((ENCODER, enc_maps), (DECODER, dec_maps)):
+
+        def open_tile(maps: AttentionMaps | None, layer: float, head: float, evt: gr.SelectData):
+            picked = tile_at(maps, *evt.index) if maps is not None and evt.index else None
+            return (picked[0], picked[1]) if picked else (layer, head)
+
+        columns[kind][6].select(open_tile, [maps_state, layer, head], [layer, head], api_visibility="private").then(
+            draw, draw_inputs, [*outputs, code], api_visibility="private"
+        )
+
+    ablation_section(store)
+    register_api(store)
+
+
+def ablation_section(store: ModelStore) -> None:
+    gr.Markdown(
+        "### Switch heads off\nName heads as layer.head (`1.3, 5.7` = layer 1 head 3 and layer 5 head 7) and compare "
+        "the prediction before and after: the decoder's next token, the encoder's word for the first mask."
+    )
+    with gr.Row():
+        with gr.Column():
+            text = gr.Textbox(label="Text (the encoder needs a [MASK])", value="Paris is the [MASK] of France.")
+            which = gr.Radio([("Encoder", ENCODER), ("Decoder", DECODER)], value=ENCODER, label="Model")
+            heads = gr.Textbox(label="Heads to switch off (layer.head, counted from 1)", value="1.1, 1.2")
+            top_k = gr.Slider(1, 20, value=5, step=1, label="Top k")
+            go = gr.Button("Compare", variant="primary")
+        before = gr.Label(label="Before", elem_id="ablate-before")
+        after = gr.Label(label="After", elem_id="ablate-after")
+    code = code_accordion()
+
+    @show_errors
+    def compare(text: str, which: str, heads: str, top_k: float):
+        t = load_transformer(store, which)
+        result = ablate(t, text, heads, top_k)
+        chosen = parse_heads(t, heads)
+        return result["before"], result["after"], ablation_code(t, tokenize(t, text).text, chosen, int(top_k))
+
+    gr.on(
+        [go.click, heads.submit], compare, [text, which, heads, top_k], [before, after, code], api_visibility="private"
+    )
+
+
+def register_api(store: ModelStore) -> None:
+    """/attention and /ablate: the numbers behind the views, as JSON."""
+
+    def attention_api(text: str, model: str = ENCODER, layer: int = 1, head: int = 1) -> dict:
+        """One head's attention matrix for a text: rows = query tokens, columns = key tokens; head 0 = the mean."""
+        t = load_transformer(store, model)
+        return attention(t, text, layer, head) | ({"notice": t.notice} if t.notice else {})
+
+    def ablate_api(text: str, model: str = ENCODER, heads: str = "1.1", top_k: int = 5) -> dict:
+        """The prediction before and after switching heads off ("1.3, 5.7" = layer 1 head 3, layer 5 head 7)."""
+        return ablate(load_transformer(store, model), text, heads, top_k)
+
+    gr.api(show_errors(attention_api), api_name="attention", concurrency_limit=2)
+    gr.api(show_errors(ablate_api), api_name="ablate")
 
 
 DEMO = Demo(
