@@ -67,8 +67,11 @@ def cosine_similarity(matrix: np.ndarray) -> np.ndarray:
     return unit @ unit.T
 
 
-def model_label(t: Transformer) -> str:
-    return ("GPT-2" if t.is_gpt2 else "BERT") if "minilm" not in t.name.lower() else "MiniLM"
+def label(kind: str, model: str = "") -> str:
+    """How a person names an encoding: the sinusoid, or the model whose table it is (MiniLM when it stands in)."""
+    if kind == "sinusoidal":
+        return "Sinusoid"
+    return "GPT-2" if kind == "gpt2" else "MiniLM" if "minilm" in model.lower() else "BERT"
 
 
 def positional_encoding(
@@ -87,7 +90,9 @@ def positional_encoding(
     table = t.position_table
     notice = t.notice
     if positions > len(table):  # a learned table has no row past the longest text the model was trained on
-        notice = f"{notice} {model_label(t)} learned {len(table)} positions only: showing all {len(table)}.".strip()
+        notice = (
+            f"{notice} {label(kind, t.name)} learned {len(table)} positions only: showing all {len(table)}.".strip()
+        )
         positions = len(table)
     matrix = table[:positions].detach().float().cpu().numpy().astype(np.float64)  # bf16 weights -> plain numbers
     return Encoding(kind, t.name, matrix, cosine_similarity(matrix), notice)
@@ -190,21 +195,21 @@ def word_order(t: Transformer, text_a: object = EXAMPLE_A, text_b: object = EXAM
 def _draw_values(fig: Figure, ax, e: Encoding, title: str) -> None:
     # Learned tables have a few large outliers (GPT-2's position 0): scale to the 99th percentile so the rest shows.
     top = 1.0 if e.kind == "sinusoidal" else float(np.percentile(np.abs(e.matrix), 99)) or 1.0
-    image = ax.imshow(e.matrix, cmap="RdBu_r", vmin=-top, vmax=top, aspect="auto", interpolation="nearest")
+    image = ax.imshow(e.matrix, cmap="RdBu_r", vmin=-top, vmax=top, aspect="auto", interpolation="auto")
     ax.set(title=title, xlabel="dimension →", ylabel="← position")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, extend="neither" if e.kind == "sinusoidal" else "both")
 
 
 def _draw_similarity(fig: Figure, ax, e: Encoding, title: str) -> None:
-    image = ax.imshow(e.similarity, cmap="RdBu_r", vmin=-1, vmax=1, aspect="equal", interpolation="nearest")
+    # interpolation "auto" smooths where a table has more rows than the figure has pixels: with "nearest", most
+    # of a 1024-position diagonal would fall between pixels and vanish.
+    image = ax.imshow(e.similarity, cmap="RdBu_r", vmin=-1, vmax=1, aspect="equal", interpolation="auto")
     ax.set(title=title, xlabel="position →", ylabel="← position")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
 
 
 def _name(e: Encoding) -> str:
-    if e.kind == "sinusoidal":
-        return "Sinusoid"
-    return "GPT-2 (learned)" if e.kind == "gpt2" else ("MiniLM" if "minilm" in e.model.lower() else "BERT") + " (learned)"
+    return label(e.kind, e.model) + ("" if e.kind == "sinusoidal" else " (learned)")
 
 
 def encoding_figures(e: Encoding) -> tuple[Image.Image, Image.Image]:
@@ -218,33 +223,42 @@ def encoding_figures(e: Encoding) -> tuple[Image.Image, Image.Image]:
 
 
 def comparison_figure(encodings: list[Encoding]) -> Image.Image:
-    fig = Figure(figsize=(4.2 * len(encodings), 7.6), layout="constrained")
-    axes = fig.subplots(2, len(encodings), squeeze=False)
+    fig = Figure(figsize=(4.4 * len(encodings), 8.0))
+    # Fixed spacing: a constrained layout would measure every label again and double the drawing time.
+    axes = fig.subplots(2, len(encodings), squeeze=False, gridspec_kw={"wspace": 0.6, "hspace": 0.35})
     for column, e in enumerate(encodings):
         _draw_values(fig, axes[0, column], e, f"{_name(e)}: values")
         _draw_similarity(fig, axes[1, column], e, f"{_name(e)}: cosine similarity")
     return figure_png(fig)
 
 
+ORDER_COLUMNS = [
+    "token",
+    "in A at",
+    "partner in B, no positions",
+    "difference, no positions",
+    "partner in B, with positions",
+    "difference, with positions",
+]
+
+
 def order_table(r: WordOrder) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "token": r.tokens_a,
-            "in A at": range(len(r.tokens_a)),
-            "partner in B, no positions": r.without_positions.partner,
-            "difference, no positions": [round(x, 6) for x in r.without_positions.difference],
-            "partner in B, with positions": r.with_positions.partner,
-            "difference, with positions": [round(x, 4) for x in r.with_positions.difference],
-        }
+    columns = (
+        r.tokens_a,
+        range(len(r.tokens_a)),
+        r.without_positions.partner,
+        [f"{x:.1e}" for x in r.without_positions.difference],  # tiny numbers: 0.000000 would hide their size
+        r.with_positions.partner,
+        [round(x, 4) for x in r.with_positions.difference],
     )
+    return pd.DataFrame(dict(zip(ORDER_COLUMNS, columns)))
 
 
 def order_headline(r: WordOrder) -> str:
-    rounding = "" if r.dtype == "float32" else f" (the model runs in {r.dtype}: its rounding alone differs this much)"
     return (
-        f"**Without positions:** largest difference {r.without_positions.largest:.6f}{rounding} — the same vectors, "
-        f"only permuted.  \n**With positions:** largest difference {r.with_positions.largest:.3f} "
-        f"(the output values are about ±{r.typical:.2f}) — the order changed what the model computed."
+        f"**Without positions:** largest difference {r.without_positions.largest:.1e}, zero up to {r.dtype} rounding: "
+        f"the same vectors, only permuted.  \n**With positions:** largest difference {r.with_positions.largest:.3f} "
+        f"(the output values are about ±{r.typical:.2f}): the order changed what the model computed."
     )
 
 
@@ -302,7 +316,7 @@ for positions in (False, True):
     out_a, out_b = outputs(a, positions), outputs(b, positions)
     worst = 0.0
     for token in set(a[0].tolist()):  # match each token with the same token in B, closest vectors first
-        rows, columns = (a[0] == token).nonzero()[:, 0], (b[0] == token).nonzero()[:, 0]
+        rows, columns = np.flatnonzero(a[0] == token), np.flatnonzero(b[0] == token)
         distances = np.linalg.norm(out_a[rows][:, None] - out_b[columns][None], axis=-1)
         for r, c in zip(*linear_sum_assignment(distances)):
             worst = max(worst, np.abs(out_a[rows[r]] - out_b[columns[c]]).max())
@@ -325,7 +339,11 @@ Without positions, BERT's output vectors are the **same set, only permuted**: it
 (GPT-2 is not in this experiment: its causal mask lets each token see only the ones before it, so it sees order
 even without positions.)"""
 
-CHOICES = [("Sinusoid (Attention Is All You Need)", "sinusoidal"), ("GPT-2, learned", "gpt2"), ("BERT, learned", "bert")]
+CHOICES = [
+    ("Sinusoid (Attention Is All You Need)", "sinusoidal"),
+    ("GPT-2, learned", "gpt2"),
+    ("BERT, learned", "bert"),
+]
 ORDER_EXAMPLES = [
     [EXAMPLE_A, EXAMPLE_B],
     ["the cat sat on the mat", "the mat sat on the cat"],
@@ -340,20 +358,22 @@ def positional_encoding_tab(store: ModelStore) -> None:
         with gr.Column(scale=1, min_width=260):
             kind = gr.Radio(CHOICES, value="sinusoidal", label="Encoding", elem_id="pe-kind")
             positions = gr.Slider(1, MAX_POSITIONS, value=64, step=1, label="Positions")
-            dims = gr.Slider(2, MAX_DIMS, value=128, step=2, label="Dimensions (sinusoid; a table has its model's)")
+            dims = gr.Slider(2, MAX_DIMS, value=128, step=2, label="Dimensions (sinusoid only)")
             compare = gr.Button("Compare all three side by side")
             notice = gr.Markdown(elem_id="pe-notice")
         with gr.Column(scale=4):
             with gr.Row():
                 values_image, similarity_image = (
-                    gr.Image(image, type="pil", label=label, elem_id=elem_id, interactive=False)
+                    gr.Image(image, type="pil", label=label, show_label=False, elem_id=elem_id, interactive=False)
                     for image, label, elem_id in zip(
                         encoding_figures(first),
                         ("Values: position × dimension", "Cosine similarity: position × position"),
                         ("pe-values", "pe-similarity"),
                     )
                 )
-            comparison = gr.Image(type="pil", label="All three", elem_id="pe-comparison", visible=False)
+            comparison = gr.Image(
+                type="pil", label="All three", show_label=False, elem_id="pe-comparison", visible=False
+            )
     code = code_accordion(encoding_code(first, store.dtype))
 
     gr.Markdown(ORDER_ABOUT)
@@ -363,7 +383,12 @@ def positional_encoding_tab(store: ModelStore) -> None:
     run_order = gr.Button("Run both orders through BERT", variant="primary")
     gr.Examples(ORDER_EXAMPLES, inputs=[text_a, text_b])
     headline = gr.Markdown(elem_id="pe-order-headline")
-    table = gr.Dataframe(label="Each token of A and its matched partner in B", interactive=False, elem_id="pe-order")
+    table = gr.Dataframe(
+        headers=ORDER_COLUMNS,
+        label="Each token of A and its matched partner in B",
+        interactive=False,
+        elem_id="pe-order",
+    )
     order_code_box = code_accordion()
 
     def on_load(progress: gr.Progress):
@@ -397,7 +422,13 @@ def positional_encoding_tab(store: ModelStore) -> None:
         **private,
     )
     compare.click(show_all, [positions, dims], [comparison, notice], **private)
-    gr.on([run_order.click, text_a.submit, text_b.submit], show_order, [text_a, text_b], [headline, table, order_code_box], **private)
+    gr.on(
+        [run_order.click, text_a.submit, text_b.submit],
+        show_order,
+        [text_a, text_b],
+        [headline, table, order_code_box],
+        **private,
+    )
 
     # The HTTP API: raw JSON values go straight to the same cores the page uses, checked there.
     @show_errors

@@ -1,0 +1,314 @@
+"""Attention: the tab's numbers against transformers' own eager attention on the same saved weights, then the
+endpoints /attention and /ablate, the offline encoder, and the tab in a real browser."""
+
+import contextlib
+import io
+import json
+import math
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from gradio_client.exceptions import AppError
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+from demos import attention as attention_demo
+from demos.attention import attention, attention_code, attention_maps, overview_figure, step_by_step, tile_at
+from demos.fine_tune import packaged_minilm
+from demos.head_ablation import ablate, ablation_code
+from hub.errors import HubError
+from hub.inside import load_transformer, parse_heads, tokenize
+from hub.models import ModelStore
+from hub.settings import Settings
+
+SENTENCE = "The cat sat on the mat because it was tired."
+MASKED = "Paris is the [MASK] of France."
+
+
+@pytest.fixture(scope="module")
+def decoder(store):
+    return load_transformer(store, "decoder")
+
+
+@pytest.fixture(scope="module")
+def encoder(store):
+    return load_transformer(store, "encoder")
+
+
+def library_attentions(folder: str, model_class, text: str):
+    """What transformers itself returns, from a fresh copy of the weights with eager attention."""
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = model_class.from_pretrained(folder, attn_implementation="eager").eval()
+    inputs = tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        return model(**inputs, output_attentions=True).attentions
+
+
+@pytest.mark.parametrize(
+    "which, demo_id, model_class",
+    [("decoder", "text-generation", AutoModelForCausalLM), ("encoder", "fill-mask", AutoModelForMaskedLM)],
+)
+def test_every_head_equals_the_librarys_eager_attention(store, which, demo_id, model_class):
+    t = load_transformer(store, which)
+    maps = attention_maps(t, SENTENCE)
+    reference = library_attentions(store.source(demo_id), model_class, SENTENCE)
+    for layer in range(t.layers):
+        assert maps.weights[layer] == pytest.approx(reference[layer][0].numpy(), abs=1e-6)
+    assert maps.weights.sum(axis=-1) == pytest.approx(1.0, abs=1e-5)  # every row is a distribution
+
+
+def test_the_decoder_sees_nothing_after_itself(decoder):
+    weights = torch.tensor(attention(decoder, SENTENCE, layer=2, head=1)["weights"])
+    assert torch.all(weights.triu(diagonal=1) == 0)
+    assert torch.all(weights.diagonal() > 0)
+
+
+def test_the_encoder_sees_both_ways(encoder):
+    weights = torch.tensor(attention(encoder, SENTENCE, layer=1, head=2)["weights"])
+    above_the_diagonal = torch.ones_like(weights, dtype=torch.bool).triu(diagonal=1)
+    assert torch.all(weights[above_the_diagonal] > 0)
+
+
+def test_head_zero_is_the_mean_over_heads(decoder):
+    heads = [torch.tensor(attention(decoder, SENTENCE, 1, h)["weights"]) for h in (1, 2)]
+    mean = torch.tensor(attention(decoder, SENTENCE, 1, 0)["weights"])
+    assert mean == pytest.approx((heads[0] + heads[1]) / 2, abs=1e-6)
+
+
+def test_the_answer_names_the_models_own_tokens(encoder):
+    answer = attention(encoder, MASKED)
+    assert answer["tokens"][0] == "[CLS]" and answer["tokens"][-1] == "[SEP]" and "[MASK]" in answer["tokens"]
+    assert (answer["layer"], answer["head"]) == (1, 1)
+    assert len(answer["weights"]) == len(answer["tokens"])
+
+
+@pytest.mark.parametrize("which", ["decoder", "encoder"])
+@pytest.mark.parametrize("layer, head, query", [(1, 1, 1), (2, 2, 5), (2, 1, 9)])
+def test_step_by_step_softmax_equals_the_returned_row(store, which, layer, head, query):
+    t = load_transformer(store, which)
+    step = step_by_step(t, SENTENCE, layer, head, query)
+    assert step.largest_difference < 1e-6
+    assert step.scale == pytest.approx(1 / math.sqrt(t.head_size))
+    expected = attention(t, SENTENCE, layer, head)["weights"][query - 1]
+    assert step.library_row == pytest.approx(expected, abs=1e-7)
+    if which == "decoder":  # keys after the query are masked out
+        assert all(value.startswith("−∞") for value in step.table["after the mask"][query:])
+
+
+def zero_head_reference(folder: str, model_class, text: str, heads: list[tuple[int, int]]) -> torch.Tensor:
+    """Switch heads off on a fresh copy, as ECOSYSTEM.md says: zero their slice before the output projection."""
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = model_class.from_pretrained(folder).eval()
+    size = model.config.hidden_size // model.config.num_attention_heads
+    for layer, head in heads:
+        block = (
+            model.transformer.h[layer - 1].attn.c_proj
+            if hasattr(model, "transformer")
+            else (model.bert.encoder.layer[layer - 1].attention.output.dense)
+        )
+
+        def hook(module, args, head=head):
+            mixed = args[0].clone()
+            mixed[..., (head - 1) * size : head * size] = 0
+            return (mixed,)
+
+        block.register_forward_pre_hook(hook)
+    inputs = tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits[0]
+    if hasattr(model, "transformer"):
+        return logits[-1].softmax(-1)
+    mask = int((inputs.input_ids[0] == tokenizer.mask_token_id).nonzero()[0, 0])
+    return logits[mask].softmax(-1)
+
+
+@pytest.mark.parametrize(
+    "which, model_class, demo_id, text",
+    [
+        ("decoder", AutoModelForCausalLM, "text-generation", SENTENCE),
+        ("encoder", AutoModelForMaskedLM, "fill-mask", MASKED),
+    ],
+)
+def test_switching_heads_off_equals_zeroing_their_slice(store, which, model_class, demo_id, text):
+    t = load_transformer(store, which)
+    result = ablate(t, text, "1.2, 2.1", top_k=5)
+    probabilities = zero_head_reference(store.source(demo_id), model_class, text, [(1, 2), (2, 1)])
+    assert list(result["after"].values()) == pytest.approx(probabilities.topk(5).values.tolist(), rel=1e-4)
+    assert result["before"] != result["after"]
+    # the shared model is untouched: the prediction before is the same on a second call
+    assert ablate(t, text, "1.1", top_k=5)["before"] == pytest.approx(result["before"])
+
+
+def test_the_shared_model_keeps_its_fast_attention_and_shares_weights(store, decoder):
+    loaded = store.get("text-generation").model
+    assert loaded.config._attn_implementation == "sdpa"
+    assert decoder.model.config._attn_implementation == "eager"
+    assert all(a.data_ptr() == b.data_ptr() for a, b in zip(loaded.parameters(), decoder.model.parameters()))
+
+
+def test_the_attention_tab_alone_loads_the_task_tabs_models(tiny_settings):
+    store = ModelStore(tiny_settings, [attention_demo.DEMO])
+    t = load_transformer(store, "decoder")
+    assert (
+        t.model.transformer.wte.weight.data_ptr()
+        == store.get("text-generation").model.transformer.wte.weight.data_ptr()
+    )
+
+
+@pytest.mark.parametrize(
+    "heads, message",
+    [
+        ("13.1", "does not exist"),
+        ("x", "not layer.head"),
+        ("1.3", "does not exist"),
+        (" , ", "at least one"),
+        (5, "text"),
+    ],
+)
+def test_bad_heads_are_refused_with_a_message(decoder, heads, message):
+    with pytest.raises(HubError, match=message):
+        ablate(decoder, SENTENCE, heads)
+
+
+def test_heads_are_read_as_layer_dot_head(decoder):
+    assert parse_heads(decoder, " 1.2 ; 2.1, 1.2") == [(1, 2), (2, 1)]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"text": ""}, "empty"),
+        ({"text": "word " * 80}, "at most 64"),
+        ({"text": "bad \ud800 surrogate"}, "not valid Unicode"),
+        ({"text": SENTENCE, "layer": 3}, "Layer"),
+        ({"text": SENTENCE, "layer": float("nan")}, "Layer"),
+        ({"text": SENTENCE, "head": -1}, "Head"),
+        ({"text": SENTENCE, "head": "2"}, "Head"),
+    ],
+)
+def test_bad_input_is_refused_with_a_message(decoder, kwargs, message):
+    with pytest.raises(HubError, match=message):
+        attention(decoder, **kwargs)
+
+
+def test_the_encoder_needs_a_mask_to_compare(encoder):
+    with pytest.raises(HubError, match="No mask"):
+        ablate(encoder, SENTENCE, "1.1")
+
+
+def test_the_overview_has_a_tile_per_head_and_clicks_open_it(store):
+    t = load_transformer(store, "minilm")  # 6 layers x 12 heads: real weights, shipped in a package
+    maps = attention_maps(t, SENTENCE)
+    image = overview_figure(maps, (2, 3))
+    assert tile_at(maps, image.width - 3, image.height - 3) == (6, 12)
+    assert tile_at(maps, 40, 40) == (1, 1)
+    assert tile_at(maps, 2, 2) is None
+
+
+def test_minilm_shows_real_attention_offline(store):
+    t = load_transformer(store, "minilm")
+    assert (t.layers, t.heads) == (6, 12)
+    maps = attention_maps(t, SENTENCE)
+    reference = library_attentions(str(packaged_minilm()), AutoModel, SENTENCE)
+    assert maps.weights[5] == pytest.approx(reference[5][0].numpy(), abs=1e-6)
+    with pytest.raises(HubError, match="no word-prediction head"):
+        ablate(t, MASKED, "1.1")
+
+
+def test_without_bert_the_encoder_is_minilm_and_says_so(tmp_path):
+    offline = Settings(cache_dir=tmp_path, offline=True, dtype="float32")  # BERT is not in this empty cache
+    t = load_transformer(ModelStore(offline, [attention_demo.DEMO]), "encoder")
+    assert t.name == "sentence-transformers/all-MiniLM-L6-v2"
+    assert "could not be loaded" in t.notice and "MiniLM" in t.notice
+
+
+@pytest.mark.parametrize("which, demo_id", [("decoder", "text-generation"), ("encoder", "fill-mask")])
+def test_the_code_accordion_reproduces_the_numbers(store, which, demo_id):
+    t = load_transformer(store, which)
+    code = attention_code(t, SENTENCE, 2, 0).replace(repr(t.name), repr(store.source(demo_id)))
+    scope: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(code, scope)
+    np.testing.assert_allclose(scope["weights"].numpy(), attention(t, SENTENCE, 2, 0)["weights"], atol=1e-6)
+
+
+def test_the_ablation_code_prints_the_same_prediction(store, decoder):
+    code = ablation_code(decoder, SENTENCE, [(1, 2)], 3)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(code, {})
+    after = printed.getvalue().splitlines()[1]
+    expected = ablate(decoder, SENTENCE, "1.2", top_k=3)["after"]
+    assert after.startswith("after") and all(repr(word) in after for word in expected)
+
+
+# --- through the HTTP API -----------------------------------------------------------------------------------
+
+
+def test_api_attention_defaults_and_numbers(client, encoder, decoder):
+    answer = client.predict(MASKED, api_name="/attention")
+    np.testing.assert_allclose(answer["weights"], attention(encoder, MASKED)["weights"], atol=1e-6)
+    answer = client.predict(SENTENCE, "decoder", 2, 0, api_name="/attention")
+    assert answer["tokens"] == tokenize(decoder, SENTENCE).tokens
+    np.testing.assert_allclose(answer["weights"], attention(decoder, SENTENCE, 2, 0)["weights"], atol=1e-6)
+
+
+def test_api_ablate(client, encoder):
+    answer = client.predict(MASKED, "encoder", "1.1, 2.2", 3, api_name="/ablate")
+    assert answer["after"] == pytest.approx(ablate(encoder, MASKED, "1.1, 2.2", 3)["after"])
+
+
+@pytest.mark.parametrize(
+    "args, api_name, message",
+    [
+        ((SENTENCE, "decoder", 9), "/attention", "Layer"),
+        ((SENTENCE, "gpt-5"), "/attention", "Model must be one of"),
+        ((SENTENCE, "decoder", 1, "five"), "/attention", "Head"),
+        (("",), "/attention", "empty"),
+        ((SENTENCE, "encoder", "13.1"), "/ablate", "does not exist"),
+        ((SENTENCE, "encoder", "1.1"), "/ablate", "No mask"),
+    ],
+)
+def test_api_bad_input_gets_a_message_and_the_server_keeps_serving(client, args, api_name, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(*args, api_name=api_name)
+    assert client.predict(SENTENCE, api_name="/attention")["tokens"]
+
+
+def rest_call(hub_url: str, api_name: str, data: list) -> str:
+    """Gradio's REST route, which (unlike gradio_client) can send NaN and wrong JSON types."""
+    body = json.dumps({"data": data}).encode()  # json writes NaN as a bare NaN, as a hostile caller could
+    request = urllib.request.Request(f"{hub_url}gradio_api/call/{api_name}", body, {"Content-Type": "application/json"})
+    event_id = json.load(urllib.request.urlopen(request))["event_id"]
+    return urllib.request.urlopen(f"{hub_url}gradio_api/call/{api_name}/{event_id}").read().decode()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [SENTENCE, "encoder", float("nan"), 1],
+        [SENTENCE, "encoder", 1, None],
+        [None, "encoder", 1, 1],
+        [["a"], "decoder", 1, 1],
+    ],
+)
+def test_rest_non_finite_and_wrong_types_get_a_message(hub_url, data):
+    answer = rest_call(hub_url, "attention", data)
+    assert "event: error" in answer and ("Layer" in answer or "Head" in answer or "Text" in answer)
+
+
+# --- in a real browser --------------------------------------------------------------------------------------
+
+
+def test_browser_shows_both_models_and_a_click_opens_a_head(page, hub_url):
+    page.goto(f"{hub_url}?tab=attention")
+    page.get_by_role("button", name="Show attention").click()
+    page.locator("#attention-encoder-head img").wait_for()
+    page.locator("#attention-decoder-head img").wait_for()
+    overview = page.locator("#attention-decoder-overview img")
+    overview.wait_for()
+    overview.scroll_into_view_if_needed()  # a mouse click lands only inside the window
+    box = overview.bounding_box()
+    page.mouse.click(box["x"] + box["width"] - 8, box["y"] + box["height"] - 8)  # the last layer's last head
+    page.get_by_text("layer 2: where", exact=False).first.wait_for()
