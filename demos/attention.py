@@ -17,6 +17,7 @@ from demos.fine_tune import backbone_hub_repos, resolve_backbone
 from demos.head_ablation import model_class
 from hub.checks import check_int
 from hub.demo import Demo
+from hub.errors import HubError
 from hub.figures import heatmap
 from hub.inside import (
     DECODER,
@@ -274,9 +275,12 @@ def clamp(value: float, top: int) -> int:
     return max(0, min(int(value), top))
 
 
-def side(store: ModelStore, which: str, text: str) -> tuple[Transformer, AttentionMaps]:
-    t = load_transformer(store, which)
-    return t, attention_maps(t, text)
+def side(store: ModelStore, which: str, text: str) -> AttentionMaps | str:
+    """One side's maps, or why it cannot be shown: a talk without a network still shows the other side."""
+    try:
+        return attention_maps(load_transformer(store, which), text)
+    except HubError as error:
+        return str(error)
 
 
 def attention_tab(store: ModelStore) -> None:
@@ -297,7 +301,9 @@ def attention_tab(store: ModelStore) -> None:
             with gr.Column():
                 gr.Markdown(f"### {title}")
                 notice = gr.Markdown()
-                figure = gr.Image(label="One head", type="pil", interactive=False, elem_id=f"attention-{kind}-head")
+                figure = gr.Image(
+                    label="One head", type="pil", format="png", interactive=False, elem_id=f"attention-{kind}-head"
+                )
                 token = gr.Dropdown(label="Pick a token (query)", choices=[], interactive=True)
                 token_view = gr.HTML()
                 steps_text = gr.Markdown()
@@ -305,6 +311,7 @@ def attention_tab(store: ModelStore) -> None:
                 overview = gr.Image(
                     label="Every layer (rows) × head (columns): click one to open it",
                     type="pil",
+                    format="png",  # downloads as PNG, for slides
                     interactive=False,
                     elem_id=f"attention-{kind}-overview",
                 )
@@ -315,22 +322,27 @@ def attention_tab(store: ModelStore) -> None:
     @show_errors
     def compute(text: str, which: str, progress=gr.Progress()):
         progress(0, desc="Loading the models (first use can take a while)...")
-        _, encoder_maps = side(store, which, text)
-        _, decoder_maps = side(store, DECODER, text)
-        top_layers = max(m.weights.shape[0] for m in (encoder_maps, decoder_maps))
-        top_heads = max(m.weights.shape[1] for m in (encoder_maps, decoder_maps))
+        both = side(store, which, text), side(store, DECODER, text)
+        shown = [maps for maps in both if isinstance(maps, AttentionMaps)]
+        if not shown:
+            raise HubError(both[0])
+        dropdowns = [
+            gr.Dropdown(choices=token_choices(maps), value=len(maps.tokens))
+            if isinstance(maps, AttentionMaps)
+            else gr.Dropdown(choices=[], value=None)
+            for maps in both
+        ]
         return (
-            encoder_maps,
-            decoder_maps,
-            gr.Dropdown(choices=token_choices(encoder_maps), value=len(encoder_maps.tokens)),
-            gr.Dropdown(choices=token_choices(decoder_maps), value=len(decoder_maps.tokens)),
-            gr.Slider(maximum=top_layers),
-            gr.Slider(maximum=top_heads),
+            *both,
+            *dropdowns,
+            gr.Slider(maximum=max(maps.weights.shape[0] for maps in shown)),
+            gr.Slider(maximum=max(maps.weights.shape[1] for maps in shown)),
         )
 
-    def draw_side(maps: AttentionMaps | None, which: str, text: str, layer: float, head: float, token):
-        if maps is None:
-            return "", None, "", "", None, None, ""
+    def draw_side(maps: AttentionMaps | str | None, which: str, text: str, layer: float, head: float, token):
+        if not isinstance(maps, AttentionMaps):
+            message = (maps or "").replace("<", "&lt;").replace(">", "&gt;")  # shown as text, never as markup
+            return f"**Not shown:** {message}" if maps else "", None, "", "", None, None, ""
         t = load_transformer(store, which)
         asked = (int(layer), int(head))
         layer, head = clamp(layer, t.layers) or 1, clamp(head, t.heads)
@@ -358,7 +370,8 @@ def attention_tab(store: ModelStore) -> None:
     def draw(encoder_maps, decoder_maps, which, text, layer, head, encoder_token, decoder_token):
         encoder_side = draw_side(encoder_maps, which, text, layer, head, encoder_token)
         decoder_side = draw_side(decoder_maps, DECODER, text, layer, head, decoder_token)
-        return (*encoder_side[:6], *decoder_side[:6], decoder_side[6] and encoder_side[6] + "\n\n" + decoder_side[6])
+        code = "\n\n".join(side[6] for side in (encoder_side, decoder_side) if side[6])
+        return (*encoder_side[:6], *decoder_side[:6], code)
 
     outputs = []
     for kind in (ENCODER, DECODER):

@@ -1,6 +1,7 @@
 """Positional encoding: how a transformer knows word order. The sinusoid of "Attention Is All You Need" beside the
 tables GPT-2 and BERT learned, and an experiment: BERT without its positions cannot tell two word orders apart."""
 
+from collections import Counter
 from dataclasses import dataclass
 
 import gradio as gr
@@ -169,10 +170,11 @@ def word_order(t: Transformer, text_a: object = EXAMPLE_A, text_b: object = EXAM
     a, b = tokenize(t, text_a), tokenize(t, text_b)
     ids_a, ids_b = a.ids[0].tolist(), b.ids[0].tolist()
     if sorted(ids_a) != sorted(ids_b):
-        only_a = sorted(set(a.tokens) - set(b.tokens)) or "(a repeated token)"
-        only_b = sorted(set(b.tokens) - set(a.tokens)) or "(a repeated token)"
+        extra_a = " ".join((Counter(a.tokens) - Counter(b.tokens)).elements()) or "nothing"
+        extra_b = " ".join((Counter(b.tokens) - Counter(a.tokens)).elements()) or "nothing"
         raise HubError(
-            f"The two texts must hold the same tokens in another order. Only in A: {only_a}; only in B: {only_b}."
+            "The two texts must hold the same tokens in another order. "
+            f"A has more of: {extra_a}; B has more of: {extra_b}."
         )
     results = {}
     typical = 0.0
@@ -216,9 +218,9 @@ def encoding_figures(e: Encoding) -> tuple[Image.Image, Image.Image]:
     # matplotlib's Figure without pyplot keeps no global state, so visitors can draw at the same time.
     n, d = e.matrix.shape
     values = Figure(figsize=(5.6, 4.4))
-    _draw_values(values, values.subplots(), e, f"{_name(e)}: {n} positions × {d} dimensions")
+    _draw_values(values, values.subplots(), e, f"{_name(e)}: {n} positions × {d} dims")
     similarity = Figure(figsize=(5.2, 4.4))
-    _draw_similarity(similarity, similarity.subplots(), e, f"{_name(e)}: cosine similarity between positions")
+    _draw_similarity(similarity, similarity.subplots(), e, f"{_name(e)}: cosine similarity")
     return figure_png(values), figure_png(similarity)
 
 

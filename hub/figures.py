@@ -42,10 +42,15 @@ def heatmap(
     n_rows, n_columns = matrix.shape
     annotate = (n_rows <= 16 and n_columns <= 16) if annotate is None else annotate
     with _pyplot:
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * n_columns + 2.2), max(3.2, 0.38 * n_rows + 1.6)))
+        # Grows with the matrix up to a slide's width; past ~48 labels only every k-th is written.
+        size = (min(14.0, max(4.0, 0.45 * n_columns + 2.2)), min(10.0, max(3.2, 0.38 * n_rows + 1.6)))
+        fig, ax = plt.subplots(figsize=size)
         image = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
-        ax.set_xticks(range(n_columns), [str(c) for c in columns], rotation=60, ha="right", fontsize=8)
-        ax.set_yticks(range(n_rows), [str(r) for r in rows], fontsize=8)
+        x_step, y_step = -(-n_columns // 48), -(-n_rows // 48)
+        ax.set_xticks(
+            range(0, n_columns, x_step), [str(c) for c in columns][::x_step], rotation=60, ha="right", fontsize=8
+        )
+        ax.set_yticks(range(0, n_rows, y_step), [str(r) for r in rows][::y_step], fontsize=8)
         ax.set_xlabel(column_title)
         ax.set_ylabel(row_title)
         ax.xaxis.set_label_position("top")
