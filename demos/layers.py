@@ -21,7 +21,7 @@ from hub.models import ModelStore
 from hub.ui import code_accordion, show_errors
 
 DEFAULT_TEXT = "The Eiffel Tower is in the city of"
-LENS_CELL_TEXT_MAX_COLUMNS = 40  # wider than this, a cell is too narrow for a word: colours only (the table has all)
+LENS_CELL_TEXT_MAX_COLUMNS = 32  # wider than this, a cell is too narrow for a word: colours only (the table has all)
 
 # ---------------------------------------------------------------------------------------------------------
 # The model, drawn from its own config and modules
@@ -64,7 +64,7 @@ def model_parts(t: Transformer) -> list[Part]:
             f"tokens {vocab:,} × {d} + positions {positions:,} × {d} + segments {config.type_vocab_size} × {d}, "
             "then LayerNorm"
         )
-    parts = [Part("embeddings", embedding_sizes, _count(embeddings, seen), "one vector of width d per token")]
+    parts = [Part("embeddings", embedding_sizes, _count(embeddings, seen), f"{d} numbers per token")]
     per_block = _count([t.blocks[0]], set())
     norm_place = "before" if t.is_gpt2 else "after"
     parts.append(
@@ -72,7 +72,7 @@ def model_parts(t: Transformer) -> list[Part]:
             f"{t.layers} blocks",
             f"attention: {t.heads} heads × {t.head_size} (= {d}); MLP {d} → {mlp_width(t):,} → {d}",
             _count(list(t.blocks), seen),
-            f"{per_block:,} per block; LayerNorm {norm_place} attention and MLP; each adds to the residual stream",
+            f"{per_block:,} per block; LayerNorm {norm_place} attention and MLP",
         )
     )
     if t.is_gpt2:
@@ -100,6 +100,11 @@ def model_parts(t: Transformer) -> list[Part]:
 
 def total_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())  # parameters() yields a shared tensor once
+
+
+def short_name(t: Transformer) -> str:
+    """A Hub id as it is; a long local folder as its last two parts, so it fits in a figure."""
+    return "/".join(t.name.rstrip("/").split("/")[-2:])
 
 
 def short(n: int) -> str:
@@ -135,7 +140,8 @@ def diagram(t: Transformer) -> Image.Image:
     ax.set_ylim(-0.7, 11)
     ax.axis("off")
     # Short and centred: in the page the image's label covers the top left corner and its buttons the top right.
-    ax.text(5, 10.65, "tokens in, probabilities out", ha="center", fontsize=9, style="italic", color="#555")
+    flow = "tokens in, probabilities out" if t.word_head() else "tokens in, vectors out"
+    ax.text(5, 10.65, flow, ha="center", fontsize=9, style="italic", color="#555")
     _box(ax, 2.5, 9.5, 5, 0.7, "text → tokenizer → n token ids", "#f2f2f2")
     _arrow(ax, 5, 9.5, 9.1)
     segments = "" if t.is_gpt2 else f"\n+ segments {t.model.config.type_vocab_size} × {d}, LayerNorm"
@@ -146,7 +152,8 @@ def diagram(t: Transformer) -> Image.Image:
     _arrow(ax, 5, 7.9, 7.3)
     ax.add_patch(Rectangle((0.2, 3.85), 9.6, 3.45, fc="#fff7e6", ec="#c98a00", lw=1.5, ls="--"))
     ax.text(0.4, 6.95, f"× {t.layers} blocks", fontsize=10, weight="bold", color="#a06a00")
-    ax.text(9.6, 6.95, f"{short(blocks.parameters)} parameters", ha="right", fontsize=7.5, color="#555")
+    each = f"{short(blocks.parameters // t.layers)} parameters each, {short(blocks.parameters)} in all"
+    ax.text(9.6, 6.95, each, ha="right", fontsize=7.5, color="#555")
     norm = "LayerNorm, then " if t.is_gpt2 else ""
     after = "" if t.is_gpt2 else ", then LayerNorm"
     mask = "each token sees earlier tokens only" if t.is_gpt2 else "each token sees every token"
@@ -172,7 +179,7 @@ def diagram(t: Transformer) -> Image.Image:
     _arrow(ax, 5, 1.0, 0.6)
     out = f"a probability for each of {vocab:,} tokens" if t.word_head() else f"a vector of width {d}"
     ax.text(5, 0.3, f"{out}, at every position", ha="center", fontsize=8.5)
-    name = "/".join(t.name.rstrip("/").split("/")[-2:])  # a long local path would not fit
+    name = short_name(t)
     kind = "decoder" if t.is_gpt2 else "encoder"
     total = f"{name} ({kind}): {short(total_parameters(t.model))} parameters in all"
     ax.text(5, -0.4, total, ha="center", fontsize=9, weight="bold")
@@ -198,7 +205,7 @@ def no_word_head_message(t: Transformer) -> str:
     because = f"{t.notice} " if t.notice else ""
     return (
         f"{because}{t.name} has no masked-word head, so it cannot say which word it would predict after each "
-        "layer; pick the decoder (GPT-2) or BERT. The diagram below still shows how it is built."
+        "layer; pick the decoder (GPT-2) or BERT. The tab's diagram still shows how it is built."
     )
 
 
@@ -219,7 +226,7 @@ def layer_predictions(t: Transformer, text: str) -> dict:
             probs, ids = head(hidden)[0].float().softmax(-1).max(-1)  # float: the store may run bf16
             words = t.tokenizer.convert_ids_to_tokens(ids.tolist())
             rows.append([{"token": w, "prob": p} for w, p in zip(words, probs.tolist())])
-    mask_id = t.tokenizer.mask_token_id if t.kind != DECODER else None
+    mask_id = t.tokenizer.mask_token_id if t.kind != DECODER else None  # GPT-2 has no mask
     masks = [i for i, token_id in enumerate(tokens.ids[0].tolist()) if mask_id is not None and token_id == mask_id]
     return {
         "tokens": tokens.tokens,
@@ -264,7 +271,7 @@ def lens_figure(t: Transformer, result: dict) -> Image.Image:
     probs = np.array([[c["prob"] for c in row] for row in layers])
     n_rows, n_columns = probs.shape
     annotate = n_columns <= LENS_CELL_TEXT_MAX_COLUMNS
-    width = (0.7 if annotate else 0.3) * n_columns + 2.6
+    width = (0.7 if annotate else 0.2) * n_columns + 2.6  # at most about 25 inches (64 tokens)
     fig = Figure(figsize=(max(5.0, width), max(3.0, 0.5 * n_rows + 1.8)))
     ax = fig.add_subplot()
     image = ax.imshow(probs, cmap="Blues", norm=Normalize(0, 1), aspect="auto", interpolation="nearest")
@@ -279,7 +286,7 @@ def lens_figure(t: Transformer, result: dict) -> Image.Image:
         ax.add_patch(Rectangle((j - 0.5, -0.5), 1, n_rows, fill=False, ec="#d35400", lw=2))
     what = "the next token" if t.kind == DECODER else "the token at each position"
     bold = "bold = the text's real next token" if t.kind == DECODER else "bold = the token really there"
-    ax.set_title(f"What {t.name.split('/')[-1]} would predict ({what}) if it stopped after each layer", pad=12)
+    ax.set_title(f"What {short_name(t)} would predict ({what}) if it stopped after each layer", pad=12)
     legend = f"cell = top token and its probability; {bold}; the last row is the model's own output"
     fig.text(0.01, 0.005, legend, fontsize=7.5, color="#555")
     bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
@@ -356,16 +363,23 @@ def layers_tab(store: ModelStore) -> None:
         interactive=False,
         wrap=True,
     )
+    gr.Markdown("### How data flows through this model")
     with gr.Row():
         drawing = gr.Image(
-            label="How data flows through this model", type="pil", interactive=False, elem_id="layers-diagram", scale=3
+            label="How data flows through this model",
+            show_label=False,  # the label's badge would cover the top of the drawing; the heading above says it
+            type="pil",
+            interactive=False,
+            elem_id="layers-diagram",
+            scale=3,
         )
         sizes = gr.Dataframe(
             pd.DataFrame(columns=PARTS_COLUMNS),
             label="Parts and parameter counts",
             interactive=False,
             wrap=True,
-            column_widths=["24%", "18%", "29%", "29%"],
+            column_widths=["21%", "21%", "29%", "29%"],
+            max_height=900,
             scale=2,
         )
     code = code_accordion()
@@ -375,7 +389,7 @@ def layers_tab(store: ModelStore) -> None:
         t = load_transformer(store, which, on_load=lambda message: progress(0, desc=message))
         # The lens of the last run is cleared: it belonged to the model or text shown before.
         return (
-            t.notice and f"> {t.notice}",
+            f"> {no_word_head_message(t)}" if t.word_head() is None else t.notice and f"> {t.notice}",
             cached_diagram(t),
             parts_table(t),
             None,
@@ -386,6 +400,8 @@ def layers_tab(store: ModelStore) -> None:
     @show_errors
     def show_lens(text: str, which: str):
         t = load_transformer(store, which)
+        if t.word_head() is None:  # the notice above already says why there is no lens; the API refuses
+            return None, pd.DataFrame(columns=["layer"]), ""
         result = layer_predictions(t, text)
         return lens_figure(t, result), lens_table(t, result), lens_code(t, tokenize(t, text).text, store.dtype)
 
@@ -400,7 +416,7 @@ def layers_tab(store: ModelStore) -> None:
 
     def layer_predictions_api(text: str, model: str = DECODER) -> dict:
         """The logit lens as JSON: for each layer (0 = the embeddings) and each position, the top token and its
-        probability. model: "decoder" (GPT-2, next token), "encoder" (BERT, the word at each position)."""
+        probability. model: "decoder" (GPT-2, next token) or "encoder" (BERT, the word at each position)."""
         return layer_predictions(load_transformer(store, model), text)
 
     gr.api(show_errors(layer_predictions_api), api_name="layer_predictions")
