@@ -16,7 +16,7 @@ from demos.attention import USES
 from hub.demo import Demo
 from hub.errors import HubError
 from hub.figures import figure_png
-from hub.inside import DECODER, Transformer, forward, load_transformer, tokenize
+from hub.inside import DECODER, Transformer, load_transformer, tokenize
 from hub.models import ModelStore
 from hub.ui import code_accordion, show_errors
 
@@ -216,9 +216,10 @@ def layer_predictions(t: Transformer, text: str) -> dict:
     if head is None:
         raise HubError(no_word_head_message(t))
     tokens = tokenize(t, text)
-    hidden_states = forward(t, tokens.ids, attentions=False, hidden_states=True).hidden_states
     rows = []
     with torch.inference_mode():
+        # The body without its head: the loop below applies the head to every layer, the last one included.
+        hidden_states = t.body(input_ids=tokens.ids, output_hidden_states=True).hidden_states
         for layer, hidden in enumerate(hidden_states):
             if t.is_gpt2 and layer < len(hidden_states) - 1:  # GPT-2's last entry already went through ln_f
                 hidden = t.body.ln_f(hidden)
