@@ -30,7 +30,7 @@ from hub.inside import (
     tokenize,
 )
 from hub.models import ModelStore
-from hub.ui import code_accordion, show_errors
+from hub.ui import code_accordion, figure_image, show_errors
 
 # ---------------------------------------------------------------------------------------------------------
 # The models: the decoder and encoder the task tabs load, and MiniLM for talks without a network
@@ -301,18 +301,13 @@ def attention_tab(store: ModelStore) -> None:
             with gr.Column():
                 gr.Markdown(f"### {title}")
                 notice = gr.Markdown()
-                figure = gr.Image(
-                    label="One head", type="pil", format="png", interactive=False, elem_id=f"attention-{kind}-head"
-                )
+                figure = figure_image(label="One head", elem_id=f"attention-{kind}-head")
                 token = gr.Dropdown(label="Pick a token (query)", choices=[], interactive=True)
                 token_view = gr.HTML()
                 steps_text = gr.Markdown()
                 steps = gr.Dataframe(label="Step by step, for the picked token", interactive=False, wrap=True)
-                overview = gr.Image(
+                overview = figure_image(
                     label="Every layer (rows) × head (columns): click one to open it",
-                    type="pil",
-                    format="png",  # downloads as PNG, for slides
-                    interactive=False,
                     elem_id=f"attention-{kind}-overview",
                 )
                 columns[kind] = (notice, figure, token, token_view, steps_text, steps, overview)

@@ -18,7 +18,7 @@ from hub.errors import HubError
 from hub.figures import figure_png
 from hub.inside import DECODER, Transformer, load_transformer, tokenize
 from hub.models import ModelStore
-from hub.ui import code_accordion, show_errors
+from hub.ui import code_accordion, figure_image, show_errors
 
 DEFAULT_TEXT = "The Eiffel Tower is in the city of"
 LENS_CELL_TEXT_MAX_COLUMNS = 32  # wider than this, a cell is too narrow for a word: colours only (the table has all)
@@ -357,7 +357,7 @@ def layers_tab(store: ModelStore) -> None:
             run = gr.Button("Run", variant="primary", elem_id="layers-run")
     gr.Examples(EXAMPLES, inputs=[text, which])
     notice = gr.Markdown()
-    lens = gr.Image(label="Logit lens", type="pil", interactive=False, elem_id="layers-lens")
+    lens = figure_image(label="Logit lens", elem_id="layers-lens")
     numbers = gr.Dataframe(
         pd.DataFrame(columns=["layer"]),
         label="The same numbers: top token and its probability",
@@ -366,11 +366,9 @@ def layers_tab(store: ModelStore) -> None:
     )
     gr.Markdown("### How data flows through this model")
     with gr.Row():
-        drawing = gr.Image(
+        drawing = figure_image(
             label="How data flows through this model",
             show_label=False,  # the label's badge would cover the top of the drawing; the heading above says it
-            type="pil",
-            interactive=False,
             elem_id="layers-diagram",
             scale=3,
         )

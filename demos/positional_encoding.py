@@ -19,7 +19,7 @@ from hub.errors import HubError
 from hub.figures import figure_png
 from hub.inside import DECODER, ENCODER, Transformer, load_transformer, tokenize
 from hub.models import ModelStore
-from hub.ui import code_accordion, show_errors
+from hub.ui import code_accordion, figure_image, show_errors
 
 KINDS = ("sinusoidal", "gpt2", "bert")
 MAX_POSITIONS = 1024  # GPT-2's whole table; a 1024 x 1024 similarity is already about 20 MB of JSON
@@ -366,16 +366,14 @@ def positional_encoding_tab(store: ModelStore) -> None:
         with gr.Column(scale=4):
             with gr.Row():
                 values_image, similarity_image = (
-                    gr.Image(image, type="pil", label=label, show_label=False, elem_id=elem_id, interactive=False)
+                    figure_image(image, label=label, show_label=False, elem_id=elem_id)
                     for image, label, elem_id in zip(
                         encoding_figures(first),
                         ("Values: position × dimension", "Cosine similarity: position × position"),
                         ("pe-values", "pe-similarity"),
                     )
                 )
-            comparison = gr.Image(
-                type="pil", label="All three", show_label=False, elem_id="pe-comparison", visible=False
-            )
+            comparison = figure_image(label="All three", show_label=False, elem_id="pe-comparison", visible=False)
     code = code_accordion(encoding_code(first, store.dtype))
 
     gr.Markdown(ORDER_ABOUT)

@@ -60,3 +60,9 @@ def code_accordion(code: str = "") -> gr.Code:
     """A closed "Code" accordion holding the library lines that reproduce the tab's last result."""
     with gr.Accordion("Code: reproduce this with the library", open=False):
         return gr.Code(value=code, language="python", interactive=False, show_label=False)
+
+
+def figure_image(value=None, **kwargs) -> gr.Image:
+    """A figure drawn on the server: shown as an image with a download button, saved as PNG (not Gradio's default
+    WebP), so it goes straight into a slide."""
+    return gr.Image(value, type="pil", format="png", interactive=False, buttons=["download", "fullscreen"], **kwargs)
