@@ -1,0 +1,84 @@
+"""Long jobs: a blocking library call (GPT-2's `generate`, a diffusion pipeline, a training loop) run in a worker
+thread, its progress read at a bounded rate, and stopped on Stop, on a client's cancel, when the visitor leaves and
+at a time limit.
+
+    job = Job(time_limit_s=180)
+    for progress in job.run(lambda job: work(job), name="generate"):
+        yield show(progress)  # closing this loop (Stop, cancel, the visitor left) stops the work
+
+The work calls `job.post(progress)` as it goes (cheap: nobody is woken) and checks `job.should_stop()` between
+steps. The reader looks at the latest progress every `update_every_s`: each wake-up would take the GIL from the
+worker, and each update costs the browser a render.
+"""
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+# Worker threads running now; tests read it to check that a stopped job really ends.
+running_jobs: set[threading.Thread] = set()
+
+
+class Job:
+    """One run of a blocking call: a stop switch, a deadline, and the latest progress the work posted."""
+
+    def __init__(self, time_limit_s: float, stop: threading.Event | None = None):
+        self.stop = stop or threading.Event()
+        self.time_limit_s = time_limit_s
+        self.deadline = time.monotonic() + time_limit_s
+        self.progress: Any = None
+        self.posts = 0  # how many times progress was posted: the reader yields only what is new
+        self.thread: threading.Thread | None = None
+
+    def post(self, progress: Any) -> None:
+        self.progress = progress
+        self.posts += 1
+
+    def out_of_time(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def should_stop(self) -> bool:
+        """What the work checks between its steps."""
+        return self.stop.is_set() or self.out_of_time()
+
+    def run(
+        self,
+        work: Callable[["Job"], Any],
+        name: str = "job",
+        update_every_s: float = 0.1,
+        heartbeat: bool = False,
+    ) -> Iterator[Any]:
+        """Run `work(self)` in a worker thread; yield the latest progress when it changed, at most every
+        `update_every_s` (with `heartbeat`, on every tick even when it did not, so that a caller that shows nothing
+        until the end can still be closed by a cancel or a visitor who leaves). The last progress is always
+        yielded once the work ends; an error raised by the work is raised here. Closing the iterator stops the
+        work at its next check and waits for the thread."""
+        done = threading.Event()
+        failure: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                work(self)
+            except BaseException as error:  # handed to the reader, which raises it in the request's thread
+                failure.append(error)
+            finally:
+                done.set()
+                running_jobs.discard(thread)
+
+        thread = self.thread = threading.Thread(target=target, name=name, daemon=True)
+        running_jobs.add(thread)
+        thread.start()
+        seen = 0
+        try:
+            while not done.wait(update_every_s):
+                if self.posts != seen or heartbeat:
+                    seen = self.posts
+                    yield self.progress
+            if failure:
+                raise failure[0]
+            if self.posts != seen:
+                yield self.progress
+        finally:
+            self.stop.set()  # Stop, a cancel or a visitor who left closed the reader: the work ends at its next check
+            thread.join(timeout=10)
