@@ -1,8 +1,8 @@
 """Text generation: GPT-2 continues a prompt one token at a time, and shows how likely each token was."""
 
 import threading
-import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from hub import tiny
 from hub.checks import check_choice, check_int, check_number, check_text
 from hub.demo import Demo
 from hub.errors import HubError
+from hub.jobs import Job, running_jobs
 from hub.models import ModelStore
 from hub.ui import code_accordion, load_model, show_errors
 
@@ -140,12 +141,12 @@ def fit_prompt(generator: TextGenerator, prompt: str, max_new_tokens: int) -> Pr
 
 
 class _TokenCollector(BaseStreamer):
-    """Collects each new token id from `generate` (run in another thread). The reader looks at the list a few
-    times a second rather than being woken per token: every wake-up takes the GIL from the generating thread."""
+    """Posts each new token id from `generate` (run in the job's thread) to the job; the reader looks a few times a
+    second rather than being woken per token: every wake-up takes the GIL from the generating thread."""
 
-    def __init__(self):
+    def __init__(self, job: Job):
+        self.job = job
         self.new_ids: list[int] = []
-        self.done = threading.Event()
         self._prompt_seen = False
 
     def put(self, value: torch.Tensor) -> None:
@@ -153,22 +154,22 @@ class _TokenCollector(BaseStreamer):
             self._prompt_seen = True
             return
         self.new_ids.append(int(value.reshape(-1)[0]))
+        self.job.post(self.new_ids)
 
     def end(self) -> None:
-        self.done.set()
+        pass
 
 
-class _StopWhenSet(StoppingCriteria):
-    def __init__(self, stop: threading.Event, deadline: float):
-        self.stop, self.deadline = stop, deadline
+class _StopWhenAsked(StoppingCriteria):
+    def __init__(self, job: Job):
+        self.job = job
 
     def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
-        done = self.stop.is_set() or time.monotonic() > self.deadline
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+        return torch.full((input_ids.shape[0],), self.job.should_stop(), dtype=torch.bool, device=input_ids.device)
 
 
 # Generation threads running now; tests read it to check that Stop really stops them.
-running_generations: set[threading.Thread] = set()
+running_generations = running_jobs
 
 
 @dataclass
@@ -188,49 +189,36 @@ def generate_stream(
     stop: threading.Event | None = None,
     update_every_s: float = UPDATE_EVERY_S,
 ) -> Iterator[Generation]:
-    """Yield the continuation so far while `generate` runs in a thread; closing the iterator stops it."""
+    """Yield the continuation so far while `generate` runs as a job; closing the iterator stops it."""
     fitted = fit_prompt(generator, check_text(prompt, "Prompt", MAX_PROMPT_CHARS), settings.max_new_tokens)
-    stop = stop or threading.Event()
-    streamer = _TokenCollector()
-    model = generator.model
-    input_ids = fitted.input_ids.to(model.device)
-
-    def run() -> None:
-        try:
-            set_seed(settings.seed)
-            with torch.inference_mode():
-                model.generate(
-                    input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    pad_token_id=generator.tokenizer.eos_token_id,
-                    streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop, time.monotonic() + TIME_LIMIT_S)]),
-                    **settings.generate_kwargs(),
-                )
-        finally:
-            streamer.end()
-            running_generations.discard(thread)
-
-    thread = threading.Thread(target=run, name="generate", daemon=True)
-    running_generations.add(thread)
-    thread.start()
+    model, input_ids = generator.model, fitted.input_ids.to(generator.model.device)
     prompt_ids = fitted.input_ids[0].tolist()
-    shown = 0  # tokens in the last update
-    try:
-        while not streamer.done.wait(update_every_s):
-            new_ids = list(streamer.new_ids)
-            if len(new_ids) == shown:
-                continue
+
+    def generate(job: Job) -> None:
+        set_seed(settings.seed)
+        with torch.inference_mode():
+            model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                pad_token_id=generator.tokenizer.eos_token_id,
+                streamer=_TokenCollector(job),
+                stopping_criteria=StoppingCriteriaList([_StopWhenAsked(job)]),
+                **settings.generate_kwargs(),
+            )
+        job.post(job.progress)  # the end: the reader sees the last tokens even if none came since its last look
+
+    shown = -1  # tokens in the last update
+    new_ids: list[int] = []
+    job = Job(TIME_LIMIT_S, stop)
+    with closing(job.run(generate, name="generate", update_every_s=update_every_s)) as posts:  # closing stops it
+        for posted in posts:
+            new_ids = list(posted or [])
             text = generator.tokenizer.decode(new_ids, skip_special_tokens=True)
-            if not text.endswith("\ufffd"):  # wait for the rest of a character split across tokens
+            if len(new_ids) != shown and not text.endswith("\ufffd"):  # wait for the rest of a split character
                 shown = len(new_ids)
                 yield Generation(text, prompt_ids, new_ids, fitted.cut_tokens)
-        new_ids = list(streamer.new_ids)
-        text = generator.tokenizer.decode(new_ids, skip_special_tokens=True)
-        yield Generation(text, prompt_ids, new_ids, fitted.cut_tokens)
-    finally:
-        stop.set()  # the visitor pressed Stop or left: the generation thread ends at its next token
-        thread.join(timeout=5)
+    text = generator.tokenizer.decode(new_ids, skip_special_tokens=True)
+    yield Generation(text, prompt_ids, new_ids, fitted.cut_tokens)
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Text to image: a distilled Stable Diffusion model turns noise into a picture of the prompt, step by step."""
 
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,14 +20,16 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from PIL import Image
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel
 
 from hub import tiny
 from hub.checks import check_int, check_number, check_text
 from hub.demo import Demo
 from hub.errors import HubError
+from hub.jobs import Job, running_jobs
 from hub.models import ModelStore, is_local
 from hub.ui import code_accordion, load_model, show_errors
+from hub.visitors import StopSwitches, session_id
 
 DEMO_ID = "text-to-image"
 DEFAULT_MODEL = "stabilityai/sd-turbo"
@@ -90,17 +93,10 @@ def load_image_generator(source: str, dtype: torch.dtype = torch.float32, device
     return ImageGenerator(pipe, components.get("vae"), source, tiny_source)
 
 
-def clip_tokenizer() -> CLIPTokenizer:
-    """A CLIP tokenizer (lower-cased byte-level BPE with </w> word ends) trained on the tiny corpus."""
-    tokenizer = CLIPTokenizer().train_new_from_iterator(tiny.corpus_lines(), vocab_size=400)
-    tokenizer.model_max_length = 77
-    return tokenizer
-
-
 def build_tiny_pipeline(folder: Path) -> None:
     """A Stable Diffusion pipeline of the sd-turbo kind with random weights, plus a tiny autoencoder in taesd/."""
     torch.manual_seed(0)
-    tokenizer = clip_tokenizer()
+    tokenizer = tiny.clip_tokenizer()
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer),
@@ -272,7 +268,7 @@ class _Stopped(Exception):
 
 
 # Generation threads running now; tests read it to check that Stop really stops them.
-running_generations: set[threading.Thread] = set()
+running_generations = running_jobs
 
 
 def generate_frames(
@@ -283,31 +279,30 @@ def generate_frames(
     previews: bool = True,
 ) -> Iterator[Frame]:
     """Yield a Frame after every denoising step (with preview images if asked) and a final Frame with the images.
-    The pipeline runs in a thread; setting `stop`, or closing this iterator, ends it after the current step."""
+    The pipeline runs as a job; setting `stop`, or closing this iterator, ends it after the current step."""
     prompt = check_text(prompt, "Prompt", MAX_PROMPT_CHARS)
-    stop = stop or threading.Event()
-    deadline = time.monotonic() + TIME_LIMIT_S
-    frames: queue.Queue = queue.Queue()
     # A pipeline object of its own for this call: the scheduler and the pipeline keep per-call state, and
     # with diffusion_concurrency > 1 two calls run at once. The models themselves are shared, not copied.
     scheduler = generator.pipe.scheduler.from_config(generator.pipe.scheduler.config)
     pipe = AutoPipelineForText2Image.from_pipe(generator.pipe, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     decoder = generator.preview_decoder if previews else None
+    frames: deque[Frame] = deque()  # every step's frame reaches the reader, however fast the steps go
 
-    def on_step_end(pipeline: DiffusionPipeline, index: int, timestep, tensors: dict) -> dict:
-        if stop.is_set() or time.monotonic() > deadline:
-            raise _Stopped
-        done, total = index + 1, getattr(pipeline, "_num_timesteps", settings.steps)
-        images = []
-        if decoder is not None and done < total:  # the last step's picture is the final image, decoded next
-            latents = tensors["latents"].to(decoder.dtype)
-            decoded = decoder.decode(latents / decoder.config.scaling_factor).sample
-            images = pipeline.image_processor.postprocess(decoded, output_type="pil")
-        frames.put(Frame(done, total, images))
-        return tensors
+    def draw(job: Job) -> None:
+        def on_step_end(pipeline: DiffusionPipeline, index: int, timestep, tensors: dict) -> dict:
+            if job.should_stop():
+                raise _Stopped
+            done, total = index + 1, getattr(pipeline, "_num_timesteps", settings.steps)
+            images = []
+            if decoder is not None and done < total:  # the last step's picture is the final image, decoded next
+                latents = tensors["latents"].to(decoder.dtype)
+                decoded = decoder.decode(latents / decoder.config.scaling_factor).sample
+                images = pipeline.image_processor.postprocess(decoded, output_type="pil")
+            frames.append(Frame(done, total, images))
+            job.post(done)
+            return tensors
 
-    def run() -> None:
         try:
             with torch.inference_mode():
                 output = pipe(
@@ -317,29 +312,18 @@ def generate_frames(
                     callback_on_step_end_tensor_inputs=["latents"],
                     **settings.pipeline_kwargs(),
                 )
-            frames.put(Frame(settings.steps, settings.steps, list(output.images), final=True))
         except _Stopped:
-            frames.put(None)
-        except BaseException as error:  # handed to the caller's thread, which raises it
-            frames.put(error)
-        finally:
-            running_generations.discard(thread)
+            return
+        frames.append(Frame(settings.steps, settings.steps, list(output.images), final=True))
+        job.post(settings.steps)
 
-    thread = threading.Thread(target=run, name="text-to-image", daemon=True)
-    running_generations.add(thread)
-    thread.start()
-    try:
-        while (frame := frames.get()) is not None:
-            if isinstance(frame, BaseException):
-                raise frame
-            yield frame
-            if frame.final:
-                return
-        if time.monotonic() > deadline:
-            raise HubError(f"The generation took longer than {TIME_LIMIT_S} s and was stopped; try fewer steps.")
-    finally:
-        stop.set()  # Stop was pressed or the visitor left: the thread ends after its current step
-        thread.join(timeout=30)
+    job = Job(TIME_LIMIT_S, stop)
+    with closing(job.run(draw, name="text-to-image")) as steps:  # closing this generator stops the job at once
+        for _ in steps:
+            while frames:
+                yield frames.popleft()
+    if job.out_of_time():
+        raise HubError(f"The generation took longer than {TIME_LIMIT_S} s and was stopped; try fewer steps.")
 
 
 def text_to_image(
@@ -399,9 +383,8 @@ class ImageResult:
     images: list[Image.Image]  # all of them; the main output (and the API) holds the first
 
 
-# Stop events of the generations running now, per browser session, so Stop ends only its own visitor's image.
-_stops_by_session: dict[str, set[threading.Event]] = {}
-_stops_lock = threading.Lock()
+# The stop switches of the generations running now, per visitor, so Stop ends only its own visitor's image.
+stop_switches = StopSwitches()
 
 
 def text_to_image_tab(store: ModelStore) -> None:
@@ -464,35 +447,19 @@ def text_to_image_tab(store: ModelStore) -> None:
             gr.Warning(note)
         if show_steps and generator.preview_decoder is None and settings.steps > 1:
             gr.Warning("This model has no tiny autoencoder, so the steps are not shown; the progress bar still is.")
-        stop_event = threading.Event()
-        session = request.session_hash if request is not None and request.session_hash else None
-        if session:
-            with _stops_lock:
-                _stops_by_session.setdefault(session, set()).add(stop_event)
         start = time.perf_counter()
-        try:
+        with stop_switches.switch(session_id(request)) as stop_switch:
             progress((0, settings.steps), desc="Encoding the prompt")
-            for frame in generate_frames(generator, text, settings, stop_event, previews=bool(show_steps)):
+            for frame in generate_frames(generator, text, settings, stop_switch, previews=bool(show_steps)):
                 if frame.final:
                     yield frame.images[0], ImageResult(text, settings, time.perf_counter() - start, frame.images)
                 else:
                     progress((frame.step, frame.steps), desc=f"Denoising step {frame.step}/{frame.steps}")
                     if frame.images:  # the first image's preview
                         yield frame.images[0], None
-        finally:
-            if session:
-                with _stops_lock:
-                    _stops_by_session.get(session, set()).discard(stop_event)
-                    if not _stops_by_session.get(session):
-                        _stops_by_session.pop(session, None)
 
-    def request_stop(request: gr.Request = None) -> None:
-        """Stop this visitor's generation after its current step (cancelling the event alone waits for a frame)."""
-        if request is None:
-            return
-        with _stops_lock:
-            for stop_event in _stops_by_session.get(request.session_hash, ()):
-                stop_event.set()
+    def request_stop(request: gr.Request = None) -> None:  # ends the job after this step; a cancel waits for a frame
+        stop_switches.stop_all(session_id(request))
 
     def explain(result: ImageResult | None):
         if result is None:

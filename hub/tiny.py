@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import BertConfig, PreTrainedTokenizerFast
+from transformers import BertConfig, CLIPTokenizer, PreTrainedTokenizerFast
 
 CORPUS = Path(__file__).resolve().parent.parent / "assets" / "tiny_corpus.txt"
 
@@ -78,3 +78,10 @@ def bert_config(tokenizer: PreTrainedTokenizerFast) -> BertConfig:
         max_position_embeddings=tokenizer.model_max_length,
         pad_token_id=tokenizer.pad_token_id,
     )
+
+
+def clip_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer (lower-cased byte-level BPE with </w> word ends), for the tiny text-to-image pipeline."""
+    tokenizer = CLIPTokenizer().train_new_from_iterator(corpus_lines(), vocab_size=400)
+    tokenizer.model_max_length = 77
+    return tokenizer
