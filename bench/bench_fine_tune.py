@@ -20,10 +20,10 @@ from transformers import (
 )
 
 from bench.common import do_nothing_round_trip, free_port, markdown_table
+from demos import find_demos
 from demos.fine_tune import DEFAULT_MODEL, DEFAULT_PROBES, TrainingSettings, builtin_dataset, train_stream
 from hub.app import build_app, launch
 from hub.models import ModelStore
-from hub.registry import find_demos
 from hub.settings import Settings
 
 

@@ -16,13 +16,13 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 from bench.bench_language import alternate, build_full_size_models
 from bench.common import do_nothing_round_trip, free_port, markdown_table, within_target
+from demos import find_demos
 from demos.attention import attention, attention_maps, overview_figure
 from demos.layers import layer_predictions
 from hub.app import build_app, launch
 from hub.device import resolve_dtype
 from hub.inside import load_transformer
 from hub.models import ModelStore
-from hub.registry import find_demos
 from hub.settings import Settings
 
 # 20 words: about 20 tokens for both models, the size the overview target names.

@@ -14,12 +14,12 @@ import torch
 from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
 from bench.common import do_nothing_round_trip, free_port, markdown_table, within_target
+from demos import find_demos
 from demos.fill_mask import fill_mask
 from demos.text_generation import GenerationSettings, generate_stream
 from hub import tiny
 from hub.app import build_app, launch
 from hub.models import ModelStore
-from hub.registry import find_demos
 from hub.settings import Settings
 
 PROMPT = "The history of the transformer begins with a paper about attention, and since then"

@@ -1,1 +1,40 @@
-"""One module per tab: the model it uses, the pure functions that do the work, and the tab that shows them."""
+"""One module per tab: the model it uses, the pure functions that do the work, and the tab that shows them.
+
+Every demo, in tab order. Adding a demo = one module here and one line in DEMOS.
+"""
+
+from demos import (
+    attention,
+    clip_zero_shot,
+    fill_mask,
+    fine_tune,
+    image_classification,
+    layers,
+    positional_encoding,
+    text_generation,
+    text_to_image,
+)
+from hub.demo import Demo
+
+DEMOS: list[Demo] = [
+    text_generation.DEMO,
+    fill_mask.DEMO,
+    image_classification.DEMO,
+    clip_zero_shot.DEMO,
+    fine_tune.DEMO,
+    text_to_image.DEMO,
+    attention.DEMO,
+    layers.DEMO,
+    positional_encoding.DEMO,
+]
+
+
+def find_demos(ids: list[str] | None) -> list[Demo]:
+    """The demos named by --demos, in that order (all of them when ids is None)."""
+    if ids is None:
+        return list(DEMOS)
+    by_id = {demo.id: demo for demo in DEMOS}
+    unknown = [demo_id for demo_id in ids if demo_id not in by_id]
+    if unknown:
+        raise ValueError(f"unknown demo id(s) {', '.join(unknown)}; known: {', '.join(by_id)}")
+    return [by_id[demo_id] for demo_id in ids]

@@ -15,6 +15,7 @@ from hub.errors import HubError
 from hub.models import ModelStore
 from hub.ui import code_accordion, load_model, show_errors
 
+DEMO_ID = "fill-mask"
 DEFAULT_MODEL = "google-bert/bert-base-uncased"
 MAX_MASKS = 5  # each mask gets its own predictions from the same single forward pass
 MAX_CHARS = 2_000
@@ -132,15 +133,15 @@ def fill_mask_tab(store: ModelStore) -> None:
 
     @show_errors
     def run_fill_mask(text: str, top_k: float = 5, progress=gr.Progress()):
-        result = fill_mask(load_model(store, "fill-mask", progress), text, top_k)
+        result = fill_mask(load_model(store, DEMO_ID, progress), text, top_k)
         return result.predictions[0], result
 
     def explain(result: FillMaskResult | None, top_k: float):
         if result is None:
             return "", None, [], ""
-        mask = store.get("fill-mask").tokenizer.mask_token
+        mask = store.get(DEMO_ID).tokenizer.mask_token
         marked = [(token, "mask" if token == mask else None) for token in result.tokens]
-        code_text = reproduce_code(store.source("fill-mask"), result.text, int(top_k), store.dtype)
+        code_text = reproduce_code(store.source(DEMO_ID), result.text, int(top_k), store.dtype)
         return result.filled, predictions_table(result), marked, code_text
 
     event = gr.on(
@@ -150,7 +151,7 @@ def fill_mask_tab(store: ModelStore) -> None:
 
 
 DEMO = Demo(
-    id="fill-mask",
+    id=DEMO_ID,
     title="Fill-mask (BERT)",
     default_model=DEFAULT_MODEL,
     load=load_fill_mask,

@@ -35,6 +35,7 @@ from hub.jobs import Job, running_jobs
 from hub.models import ModelStore
 from hub.ui import code_accordion, load_model, show_errors
 
+DEMO_ID = "text-generation"
 DEFAULT_MODEL = "openai-community/gpt2"
 MAX_PROMPT_CHARS = 20_000  # longer prompts are refused; long-but-allowed ones are cut to fit the context
 MAX_NEW_TOKENS = 512
@@ -104,14 +105,17 @@ class GenerationSettings:
         return {**kwargs, "do_sample": True, "temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
 
 
+DEFAULTS = GenerationSettings()  # the one source of each default: sliders, the endpoint, the Code accordion
+
+
 def check_settings(
-    max_new_tokens: float = 50,
-    decoding: str = "sampling",
-    temperature: float = 0.8,
-    top_k: float = 50,
-    top_p: float = 0.95,
-    repetition_penalty: float = 1.0,
-    seed: float = 0,
+    max_new_tokens: float = DEFAULTS.max_new_tokens,
+    decoding: str = DEFAULTS.decoding,
+    temperature: float = DEFAULTS.temperature,
+    top_k: float = DEFAULTS.top_k,
+    top_p: float = DEFAULTS.top_p,
+    repetition_penalty: float = DEFAULTS.repetition_penalty,
+    seed: float = DEFAULTS.seed,
 ) -> GenerationSettings:
     return GenerationSettings(
         max_new_tokens=check_int(max_new_tokens, "Max new tokens", 1, MAX_NEW_TOKENS),
@@ -317,13 +321,17 @@ def text_generation_tab(store: ModelStore) -> None:
                 run = gr.Button("Generate", variant="primary")
                 stop = gr.Button("Stop", variant="stop")
             with gr.Accordion("Sampling settings", open=True):
-                max_new_tokens = gr.Slider(1, 256, value=50, step=1, label="Max new tokens")
-                decoding = gr.Radio(list(DECODING), value="sampling", label="Decoding (greedy = always the top token)")
-                temperature = gr.Slider(0.05, 2.0, value=0.8, step=0.05, label="Temperature")
-                top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k (0 = off)")
-                top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="Top-p")
-                repetition_penalty = gr.Slider(1.0, 2.0, value=1.0, step=0.05, label="Repetition penalty")
-                seed = gr.Number(value=0, precision=0, label="Seed (same seed + settings = same text)")
+                max_new_tokens = gr.Slider(1, 256, value=DEFAULTS.max_new_tokens, step=1, label="Max new tokens")
+                decoding = gr.Radio(
+                    list(DECODING), value=DEFAULTS.decoding, label="Decoding (greedy = always the top token)"
+                )
+                temperature = gr.Slider(0.05, 2.0, value=DEFAULTS.temperature, step=0.05, label="Temperature")
+                top_k = gr.Slider(0, 200, value=DEFAULTS.top_k, step=1, label="Top-k (0 = off)")
+                top_p = gr.Slider(0.05, 1.0, value=DEFAULTS.top_p, step=0.05, label="Top-p")
+                repetition_penalty = gr.Slider(
+                    1.0, 2.0, value=DEFAULTS.repetition_penalty, step=0.05, label="Repetition penalty"
+                )
+                seed = gr.Number(value=DEFAULTS.seed, precision=0, label="Seed (same seed + settings = same text)")
             gr.Examples(EXAMPLES, inputs=[prompt])
         with gr.Column():
             output = gr.Textbox(label="Continuation", lines=10, elem_id="generation-output")
@@ -343,11 +351,12 @@ def text_generation_tab(store: ModelStore) -> None:
     settings_inputs = [max_new_tokens, decoding, temperature, top_k, top_p, repetition_penalty, seed]
 
     @show_errors
-    def generate(prompt, max_new_tokens=50, decoding="sampling", temperature=0.8, top_k=50, top_p=0.95,
-                 repetition_penalty=1.0, seed=0, progress=gr.Progress()):  # fmt: skip
+    def generate(prompt, max_new_tokens=DEFAULTS.max_new_tokens, decoding=DEFAULTS.decoding,
+                 temperature=DEFAULTS.temperature, top_k=DEFAULTS.top_k, top_p=DEFAULTS.top_p,
+                 repetition_penalty=DEFAULTS.repetition_penalty, seed=DEFAULTS.seed, progress=gr.Progress()):  # fmt: skip
         settings = check_settings(max_new_tokens, decoding, temperature, top_k, top_p, repetition_penalty, seed)
         text = check_text(prompt, "Prompt", MAX_PROMPT_CHARS)
-        generator = load_model(store, "text-generation", progress)
+        generator = load_model(store, DEMO_ID, progress)
         warned, partial = False, None
         for partial in generate_stream(generator, text, settings):
             if partial.cut_tokens and not warned:
@@ -364,12 +373,10 @@ def text_generation_tab(store: ModelStore) -> None:
         if last is None:
             return [], None, None, ""
         settings = check_settings(max_new_tokens, decoding, temperature, top_k, top_p, repetition_penalty, seed)
-        code_text = reproduce_code(
-            store.source("text-generation"), prompt.strip(), settings, store.dtype, last.cut_tokens
-        )
+        code_text = reproduce_code(store.source(DEMO_ID), prompt.strip(), settings, store.dtype, last.cut_tokens)
         if not last.new_ids:
             return [], None, None, code_text
-        result = token_probabilities(store.get("text-generation"), last, settings)
+        result = token_probabilities(store.get(DEMO_ID), last, settings)
         highlighted = [(token, round(p, 3)) for token, p in zip(result.tokens, result.probabilities)]
         return highlighted, result, result.alternatives[0], code_text
 
@@ -406,7 +413,7 @@ def text_generation_tab(store: ModelStore) -> None:
 
 
 DEMO = Demo(
-    id="text-generation",
+    id=DEMO_ID,
     title="Text generation (GPT-2)",
     default_model=DEFAULT_MODEL,
     load=load_text_generator,

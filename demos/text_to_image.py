@@ -11,16 +11,11 @@ from pathlib import Path
 import gradio as gr
 import torch
 from diffusers import (
-    AutoencoderKL,
     AutoencoderTiny,
     AutoPipelineForText2Image,
     DiffusionPipeline,
-    EulerDiscreteScheduler,
-    StableDiffusionPipeline,
-    UNet2DConditionModel,
 )
 from PIL import Image
-from transformers import CLIPTextConfig, CLIPTextModel
 
 from hub import tiny
 from hub.checks import check_int, check_number, check_text
@@ -95,73 +90,7 @@ def load_image_generator(source: str, dtype: torch.dtype = torch.float32, device
 
 def build_tiny_pipeline(folder: Path) -> None:
     """A Stable Diffusion pipeline of the sd-turbo kind with random weights, plus a tiny autoencoder in taesd/."""
-    torch.manual_seed(0)
-    tokenizer = tiny.clip_tokenizer()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    # 512 px images make 64x64 latents; attention only at 32x32 keeps a tiny UNet fast at that size.
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=8,
-        use_linear_projection=True,
-    )
-    # Four levels, like the real autoencoders: 8x fewer pixels per side in the latents.
-    vae = AutoencoderKL(
-        block_out_channels=(8, 8, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=512,
-    )
-    # sd-turbo's scheduler: Euler with "trailing" timesteps, so a single step starts from pure noise.
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing", steps_offset=1
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder, safe_serialization=True)
-    tiny_autoencoder = AutoencoderTiny(
-        encoder_block_out_channels=(8, 8, 8, 8),
-        decoder_block_out_channels=(8, 8, 8, 8),
-        num_encoder_blocks=(1, 1, 1, 1),
-        num_decoder_blocks=(1, 1, 1, 1),
-    )
-    # The default init shrinks the signal layer by layer until every picture is flat grey; He init keeps the
-    # random pictures varied, so tests that compare images compare something.
-    for module in tiny_autoencoder.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    last_conv = tiny_autoencoder.decoder.layers[-1]
-    last_conv.weight.data.mul_(0.05)  # the decoder's output 0..1 maps to black..white: centre it on grey
-    last_conv.bias.data.fill_(0.5)
-    tiny_autoencoder.save_pretrained(folder / TINY_AUTOENCODER_FOLDER, safe_serialization=True)
+    tiny.build_stable_diffusion(folder, folder / TINY_AUTOENCODER_FOLDER)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -204,6 +133,9 @@ class ImageSettings:
         return [torch.Generator().manual_seed(self.seed + i) for i in range(self.num_images)]
 
 
+DEFAULTS = ImageSettings()  # the one source of each default: sliders, the endpoint, check_settings
+
+
 def snap(value: float, multiple: int) -> int:
     """The nearest multiple of `multiple` (the size the model accepts), within [MIN_SIDE, MAX_SIDE]."""
     return min(MAX_SIDE, max(MIN_SIDE, int(value / multiple + 0.5) * multiple))  # halves round up
@@ -211,12 +143,12 @@ def snap(value: float, multiple: int) -> int:
 
 def check_settings(
     negative_prompt: str = "",
-    steps: float = 1,
-    guidance_scale: float = 0.0,
-    width: float = 512,
-    height: float = 512,
-    seed: float = 0,
-    num_images: float = 1,
+    steps: float = DEFAULTS.steps,
+    guidance_scale: float = DEFAULTS.guidance_scale,
+    width: float = DEFAULTS.width,
+    height: float = DEFAULTS.height,
+    seed: float = DEFAULTS.seed,
+    num_images: float = DEFAULTS.num_images,
     size_multiple: int = 8,
 ) -> tuple[ImageSettings, list[str]]:
     """Checked settings, and notes for the person about what was adjusted (sizes snapped, unused negative prompt)."""
@@ -404,21 +336,26 @@ def text_to_image_tab(store: ModelStore) -> None:
                 stop = gr.Button("Stop", variant="stop")
             with gr.Accordion("Settings", open=True):
                 steps = gr.Slider(
-                    1, MAX_STEPS, value=1, step=1, label="Steps (sd-turbo: 1 to 4)", elem_id="text-to-image-steps"
+                    1,
+                    MAX_STEPS,
+                    DEFAULTS.steps,
+                    step=1,
+                    label="Steps (sd-turbo: 1 to 4)",
+                    elem_id="text-to-image-steps",
                 )
                 guidance_scale = gr.Slider(
-                    0, MAX_GUIDANCE, value=0.0, step=0.5, label="Guidance scale (sd-turbo: 0; others: about 7)"
+                    0, MAX_GUIDANCE, DEFAULTS.guidance_scale, step=0.5, label="Guidance scale (sd-turbo: 0; others: 7)"
                 )
                 with gr.Row():
-                    width = gr.Slider(
-                        MIN_SIDE, MAX_SIDE, value=512, step=8, label="Width", elem_id="text-to-image-width"
-                    )
-                    height = gr.Slider(
-                        MIN_SIDE, MAX_SIDE, value=512, step=8, label="Height", elem_id="text-to-image-height"
+                    width, height = (
+                        gr.Slider(
+                            MIN_SIDE, MAX_SIDE, value, step=8, label=side, elem_id=f"text-to-image-{side.lower()}"
+                        )
+                        for side, value in (("Width", DEFAULTS.width), ("Height", DEFAULTS.height))
                     )
                 with gr.Row():
-                    seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
-                    num_images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Number of images")
+                    seed = gr.Number(value=DEFAULTS.seed, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
+                    num_images = gr.Slider(1, MAX_IMAGES, value=DEFAULTS.num_images, step=1, label="Number of images")
                 show_steps = gr.Checkbox(value=True, label="Show the steps (decoded with the tiny autoencoder)")
             gr.Examples(EXAMPLES, inputs=[prompt])
         with gr.Column():
@@ -436,8 +373,9 @@ def text_to_image_tab(store: ModelStore) -> None:
     last = gr.State()
 
     @show_errors
-    def generate(prompt, negative_prompt=None, steps=1, guidance_scale=0.0, width=512, height=512, seed=0,
-                 num_images=1, show_steps=True, request: gr.Request = None, progress=gr.Progress()):  # fmt: skip
+    def generate(prompt, negative_prompt=None, steps=DEFAULTS.steps, guidance_scale=DEFAULTS.guidance_scale,
+                 width=DEFAULTS.width, height=DEFAULTS.height, seed=DEFAULTS.seed, num_images=DEFAULTS.num_images,
+                 show_steps=True, request: gr.Request = None, progress=gr.Progress()):  # fmt: skip
         text = check_text(prompt, "Prompt", MAX_PROMPT_CHARS)
         generator = load_model(store, DEMO_ID, progress)
         settings, notes = check_settings(

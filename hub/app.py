@@ -2,8 +2,8 @@
 
 import gradio as gr
 
+from demos import find_demos
 from hub.models import ModelStore
-from hub.registry import find_demos
 from hub.settings import Settings
 
 INTRO = """

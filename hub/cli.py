@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     apply_offline(settings.offline)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from hub.registry import find_demos  # imports the model libraries: after apply_offline
+    from demos import find_demos  # imports the model libraries: after apply_offline
 
     try:
         demos = find_demos(settings.demos)

@@ -1,4 +1,5 @@
-"""Real tokenizers trained in a second on a small corpus, for the tiny random-weight models (--preset tiny)."""
+"""The tiny preset (--preset tiny): real tokenizers trained in a second on a small corpus, and small random-weight
+models built with them. Nothing here needs a network."""
 
 from pathlib import Path
 
@@ -85,3 +86,84 @@ def clip_tokenizer() -> CLIPTokenizer:
     tokenizer = CLIPTokenizer().train_new_from_iterator(corpus_lines(), vocab_size=400)
     tokenizer.model_max_length = 77
     return tokenizer
+
+
+def build_stable_diffusion(folder: Path, autoencoder_folder: Path) -> None:
+    """A Stable Diffusion pipeline of the sd-turbo kind with random weights, and a tiny autoencoder beside it."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        AutoencoderTiny,
+        EulerDiscreteScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    tokenizer = clip_tokenizer()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    # 512 px images make 64x64 latents; attention only at 32x32 keeps a tiny UNet fast at that size.
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+        use_linear_projection=True,
+    )
+    # Four levels, like the real autoencoders: 8x fewer pixels per side in the latents.
+    vae = AutoencoderKL(
+        block_out_channels=(8, 8, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=512,
+    )
+    # sd-turbo's scheduler: Euler with "trailing" timesteps, so a single step starts from pure noise.
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing", steps_offset=1
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    tiny_autoencoder = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+    )
+    # The default init shrinks the signal layer by layer until every picture is flat grey; He init keeps the
+    # random pictures varied, so tests that compare images compare something.
+    for module in tiny_autoencoder.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    last_conv = tiny_autoencoder.decoder.layers[-1]
+    last_conv.weight.data.mul_(0.05)  # the decoder's output 0..1 maps to black..white: centre it on grey
+    last_conv.bias.data.fill_(0.5)
+    tiny_autoencoder.save_pretrained(autoencoder_folder, safe_serialization=True)

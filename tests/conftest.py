@@ -25,9 +25,9 @@ os.environ.update(
 
 import pytest  # noqa: E402
 
+from demos import DEMOS  # noqa: E402
 from hub.app import build_app, launch  # noqa: E402
 from hub.models import ModelStore, build_tiny_model  # noqa: E402
-from hub.registry import DEMOS  # noqa: E402
 from hub.settings import Settings  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -11,13 +11,13 @@ import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from demos import DEMOS, find_demos
 from hub.app import build_app, launch
 from hub.cli import parse_settings
 from hub.demo import Demo
 from hub.device import bfloat16_is_faster, resolve_dtype
 from hub.errors import ModelUnavailableError
 from hub.models import ModelStore
-from hub.registry import DEMOS, find_demos
 from hub.settings import Settings, hub_is_reachable, settings_from_env
 
 from .conftest import free_port
