@@ -391,6 +391,7 @@ def attention_tab(store: ModelStore) -> None:
 
     for kind, maps_state in ((ENCODER, enc_maps), (DECODER, dec_maps)):
 
+        @show_errors
         def open_tile(maps: AttentionMaps | None, layer: float, head: float, evt: gr.SelectData):
             picked = tile_at(maps, *evt.index) if maps is not None and evt.index else None
             return (picked[0], picked[1]) if picked else (layer, head)

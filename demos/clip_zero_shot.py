@@ -385,6 +385,7 @@ def zero_shot_tab(store: ModelStore) -> None:
         result = zero_shot(clip, files or [], labels, template, ensemble)
         return heatmap(matrix_table(result, file_names(files))), (result.labels, prompt_templates(template, ensemble))
 
+    @show_errors
     def explain(used: tuple | None):
         return reproduce_code(store.get(DEMO_ID), *used, store.dtype) if used else ""
 

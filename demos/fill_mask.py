@@ -136,6 +136,7 @@ def fill_mask_tab(store: ModelStore) -> None:
         result = fill_mask(load_model(store, DEMO_ID, progress), text, top_k)
         return result.predictions[0], result
 
+    @show_errors
     def explain(result: FillMaskResult | None, top_k: float):
         if result is None:
             return "", None, [], ""

@@ -216,6 +216,7 @@ def image_classification_tab(store: ModelStore) -> None:
         result = classify_image(load_model(store, DEMO_ID, progress), image, top_k)
         return result.probabilities, result
 
+    @show_errors
     def explain(result: ClassificationResult | None):
         if result is None:
             return None, "", ""

@@ -380,6 +380,7 @@ def text_generation_tab(store: ModelStore) -> None:
         highlighted = [(token, round(p, 3)) for token, p in zip(result.tokens, result.probabilities)]
         return highlighted, result, result.alternatives[0], code_text
 
+    @show_errors
     def show_alternatives(result: TokenProbabilities | None, evt: gr.SelectData):
         if result is None or not isinstance(evt.index, int) or not 0 <= evt.index < len(result.alternatives):
             return None

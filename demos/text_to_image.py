@@ -396,9 +396,11 @@ def text_to_image_tab(store: ModelStore) -> None:
                     if frame.images:  # the first image's preview
                         yield frame.images[0], None
 
+    @show_errors
     def request_stop(request: gr.Request = None) -> None:  # ends the job after this step; a cancel waits for a frame
         stop_switches.stop_all(session_id(request))
 
+    @show_errors
     def explain(result: ImageResult | None):
         if result is None:
             return "Stopped.", gr.skip(), gr.skip()
