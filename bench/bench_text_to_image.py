@@ -24,6 +24,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from bench.common import do_nothing_round_trip, markdown_table, served, within_target
 from demos import text_to_image as t2i
+from hub import tiny
 from hub.app import build_app
 from hub.models import ModelStore
 from hub.settings import Settings
@@ -70,7 +71,7 @@ def build_sd_turbo_sized(folder: Path) -> None:
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
-        tokenizer=t2i.clip_tokenizer(),  # a small trained vocabulary; the text encoder's work does not depend on it
+        tokenizer=tiny.clip_tokenizer(),  # a small trained vocabulary; the text encoder's work does not depend on it
         unet=unet,
         scheduler=scheduler,
         safety_checker=None,

@@ -99,3 +99,19 @@ def page(browser, hub_url: str):
     page.set_default_timeout(60_000)
     yield page
     context.close()
+
+
+@pytest.fixture(scope="session")
+def decoder(store):
+    """The tiny GPT-2 as the views inside the models see it (hub.inside.Transformer)."""
+    from hub.inside import load_transformer
+
+    return load_transformer(store, "decoder")
+
+
+@pytest.fixture(scope="session")
+def encoder(store):
+    """The tiny BERT as the views inside the models see it."""
+    from hub.inside import load_transformer
+
+    return load_transformer(store, "encoder")

@@ -26,16 +26,6 @@ SENTENCE = "The cat sat on the mat because it was tired."
 MASKED = "Paris is the [MASK] of France."
 
 
-@pytest.fixture(scope="module")
-def decoder(store):
-    return load_transformer(store, "decoder")
-
-
-@pytest.fixture(scope="module")
-def encoder(store):
-    return load_transformer(store, "encoder")
-
-
 def library_attentions(folder: str, model_class, text: str):
     """What transformers itself returns, from a fresh copy of the weights with eager attention."""
     tokenizer = AutoTokenizer.from_pretrained(folder)

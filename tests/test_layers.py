@@ -27,16 +27,6 @@ DECODER_TEXT = "the cat sat on the mat and"
 ENCODER_TEXT = "the cat sat on the [MASK] ."
 
 
-@pytest.fixture(scope="module")
-def decoder(store):
-    return load_transformer(store, "decoder")
-
-
-@pytest.fixture(scope="module")
-def encoder(store):
-    return load_transformer(store, "encoder")
-
-
 def assert_rows_match(result: dict, reference: list[torch.Tensor], tokenizer) -> None:
     """Each cell is the reference's top token and probability. The tiny random models give nearly flat
     distributions, so a near-tie may pick either token: then the chosen one must be (almost) as likely."""
