@@ -19,7 +19,6 @@ from transformers import (
     set_seed,
 )
 
-from demos import fine_tune
 from demos.fine_tune import (
     BUILTIN,
     DEFAULT_MODEL,
@@ -39,6 +38,7 @@ from demos.fine_tune import (
     running_trainings,
     save_for_download,
     train_stream,
+    training,
 )
 from hub.errors import HubError
 
@@ -337,14 +337,14 @@ def test_api_bad_settings_get_a_message(client, settings, message):
 def slow_training(monkeypatch):
     """Each training step of the (in-process) server takes at least 20 ms: 2,400 steps would take over 48 s,
     so a run that ends within seconds was stopped, not finished."""
-    original = fine_tune.new_classifier
+    original = training.new_classifier
 
     def slow_classifier(*args, **kwargs):
         model = original(*args, **kwargs)
         model.register_forward_pre_hook(lambda *_: time.sleep(0.02) if model.training else None)
         return model
 
-    monkeypatch.setattr(fine_tune, "new_classifier", slow_classifier)
+    monkeypatch.setattr(training, "new_classifier", slow_classifier)
 
 
 def test_api_cancel_really_stops_the_training(hub_url, slow_training):
