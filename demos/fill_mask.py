@@ -20,6 +20,7 @@ DEFAULT_MODEL = "google-bert/bert-base-uncased"
 MAX_MASKS = 5  # each mask gets its own predictions from the same single forward pass
 MAX_CHARS = 2_000
 MAX_TOP_K = 20
+TOP_K = 5  # the one default for the slider, the endpoint and the core
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -50,7 +51,7 @@ class FillMaskResult:
     tokens: list[str]  # how the tokenizer split the text
 
 
-def fill_mask(fill: Pipeline, text: str, top_k: int = 5) -> FillMaskResult:
+def fill_mask(fill: Pipeline, text: str, top_k: int = TOP_K) -> FillMaskResult:
     tokenizer = fill.tokenizer
     text = use_model_mask(check_text(text, "Text", MAX_CHARS), tokenizer.mask_token)
     top_k = check_int(top_k, "Predictions per mask", 1, MAX_TOP_K)
@@ -118,7 +119,7 @@ def fill_mask_tab(store: ModelStore) -> None:
     with gr.Row():
         with gr.Column():
             text = gr.Textbox(label="Text with a mask", lines=3, value=EXAMPLES[0][0], max_length=MAX_CHARS)
-            top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Predictions per mask")
+            top_k = gr.Slider(1, MAX_TOP_K, value=TOP_K, step=1, label="Predictions per mask")
             run = gr.Button("Fill in", variant="primary")
             gr.Examples(EXAMPLES, inputs=[text])
         with gr.Column():
@@ -132,7 +133,7 @@ def fill_mask_tab(store: ModelStore) -> None:
     last = gr.State()
 
     @show_errors
-    def run_fill_mask(text: str, top_k: float = 5, progress=gr.Progress()):
+    def run_fill_mask(text: str, top_k: float = TOP_K, progress=gr.Progress()):
         result = fill_mask(load_model(store, DEMO_ID, progress), text, top_k)
         return result.predictions[0], result
 

@@ -22,6 +22,7 @@ from hub.ui import code_accordion, load_model, show_errors
 DEMO_ID = "image-classification"
 DEFAULT_MODEL = "vit_base_patch16_224.augreg2_in21k_ft_in1k"
 MAX_TOP_K = 20
+TOP_K = 5  # the one default for the slider, the endpoint and the core
 PATCH_VIEW_SIZE = 448  # the model's input is drawn this large so that the patch grid is easy to see
 
 
@@ -111,7 +112,7 @@ class ClassificationResult:
     model_input: Image.Image  # the preprocessed input with the normalisation undone: what the model saw
 
 
-def classify_image(classifier: ImageClassifier, image: Any, top_k: int = 5) -> ClassificationResult:
+def classify_image(classifier: ImageClassifier, image: Any, top_k: int = TOP_K) -> ClassificationResult:
     picture = load_image(image)
     top_k = check_int(top_k, "Top classes", 1, min(MAX_TOP_K, len(classifier.labels)))
     parameter = next(classifier.model.parameters())
@@ -200,7 +201,7 @@ def image_classification_tab(store: ModelStore) -> None:
                 height=320,
                 elem_id="image-classification-input",
             )
-            top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Top classes")
+            top_k = gr.Slider(1, MAX_TOP_K, value=TOP_K, step=1, label="Top classes")
             run = gr.Button("Classify", variant="primary")
             gr.Examples([[photo] for photo in example_photos()], inputs=[image], label="Photos from scikit-image")
         with gr.Column():
@@ -212,7 +213,7 @@ def image_classification_tab(store: ModelStore) -> None:
 
     # preprocess=False: the handler gets the uploaded file itself, so hub.images can refuse bad files with a message.
     @show_errors
-    def run_classify(image: Any, top_k: float = 5, progress=gr.Progress()):
+    def run_classify(image: Any, top_k: float = TOP_K, progress=gr.Progress()):
         result = classify_image(load_model(store, DEMO_ID, progress), image, top_k)
         return result.probabilities, result
 
