@@ -13,11 +13,21 @@ def check_text(text: Any, name: str = "Text", max_chars: int = 5000, allow_empty
         text = ""
     if not isinstance(text, str):
         raise HubError(f"{name} must be text.")
+    check_unicode(text, name)
     text = text.strip()
     if not text and not allow_empty:
         raise HubError(f"{name} is empty: type something first.")
     if len(text) > max_chars:
         raise HubError(f"{name} is too long: {len(text):,} characters, at most {max_chars:,}.")
+    return text
+
+
+def check_unicode(text: str, name: str = "Text") -> str:
+    """Refuse code points a tokenizer cannot read (an unpaired surrogate arrives through the API as JSON)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise HubError(f"{name} holds a character that is not valid Unicode at position {error.start}.") from None
     return text
 
 
@@ -49,5 +59,6 @@ MASK_SPELLINGS = re.compile(r"\[mask\]|<mask>|_{3,}", re.IGNORECASE)
 
 
 def use_model_mask(text: str, mask_token: str) -> str:
-    """Write every common mask spelling as the model's own mask token."""
-    return MASK_SPELLINGS.sub(lambda _: mask_token, text.replace(mask_token, "\0")).replace("\0", mask_token)
+    """Write every common mask spelling as the model's own mask token (one pass: a replacement is never re-read,
+    so nothing else in the text, a NUL character included, can turn into a mask)."""
+    return MASK_SPELLINGS.sub(lambda _: mask_token, text)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from hub.checks import check_choice, check_int, check_text, use_model_mask
+from hub.checks import check_choice, check_int, check_text, check_unicode, use_model_mask
 from hub.errors import HubError, ModelUnavailableError
 from hub.models import ModelStore
 
@@ -128,15 +128,6 @@ def load_transformer(store: ModelStore, which: Any, on_load=None) -> Transformer
     return Transformer(kind, store.source(STORE_IDS[which]), shared_attention_view(model), loaded.tokenizer, notice)
 
 
-def check_unicode(text: str, name: str = "Text") -> str:
-    """Refuse code points a tokenizer cannot read (an unpaired surrogate arrives through the API as JSON)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise HubError(f"{name} holds a character that is not valid Unicode at position {error.start}.") from None
-    return text
-
-
 @dataclass
 class Tokens:
     ids: torch.Tensor  # shape (1, n)
@@ -147,8 +138,7 @@ class Tokens:
 def tokenize(t: Transformer, text: Any, max_tokens: int = MAX_TOKENS) -> Tokens:
     """The text exactly as typed (GPT-2 reads spaces), with [MASK]/<mask>/___ as the encoder's mask, at most
     `max_tokens` tokens."""
-    check_text(text, "Text", MAX_CHARS)  # refuses blank, too long and non-text; the text itself stays as typed
-    text = check_unicode(text)
+    check_text(text, "Text", MAX_CHARS)  # refuses blank, too long, non-text and broken Unicode; the text stays as typed
     if t.kind == ENCODER and t.tokenizer.mask_token:
         text = use_model_mask(text, t.tokenizer.mask_token)
     ids = t.tokenizer(text, return_tensors="pt").input_ids

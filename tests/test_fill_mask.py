@@ -48,6 +48,16 @@ def test_common_mask_spellings_map_to_the_models_mask(fill, spelling):
     assert "[MASK]" in result.tokens
 
 
+def test_a_nul_character_is_not_a_mask(fill):
+    assert use_model_mask("Paris\0is the [MASK].", "[MASK]") == "Paris\0is the [MASK]."
+    assert len(fill_mask(fill, "Paris\0is the [MASK] of France.").predictions) == 1
+
+
+def test_text_with_an_unpaired_surrogate_is_refused(fill):
+    with pytest.raises(HubError, match="not valid Unicode"):
+        fill_mask(fill, "Paris is the [MASK] \ud800 of France.")
+
+
 def test_a_roberta_style_mask_token_is_used_as_is():
     assert use_model_mask("Paris is the [MASK] of <mask>.", "<mask>") == "Paris is the <mask> of <mask>."
 
