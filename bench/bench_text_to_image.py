@@ -16,8 +16,6 @@ import torch
 from diffusers import (
     AutoencoderKL,
     AutoencoderTiny,
-    EulerDiscreteScheduler,
-    StableDiffusionPipeline,
     UNet2DConditionModel,
 )
 from transformers import CLIPTextConfig, CLIPTextModel
@@ -65,19 +63,8 @@ def build_sd_turbo_sized(folder: Path) -> None:
         layers_per_block=2,
         sample_size=512,
     )
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing", steps_offset=1
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tiny.clip_tokenizer(),  # a small trained vocabulary; the text encoder's work does not depend on it
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    # A small trained vocabulary: the text encoder's work does not depend on it.
+    pipe = tiny.sd_turbo_pipeline(vae, text_encoder, tiny.clip_tokenizer(), unet)
     pipe.to(torch.bfloat16).save_pretrained(folder, safe_serialization=True)
     AutoencoderTiny().to(torch.bfloat16).save_pretrained(folder / t2i.TINY_AUTOENCODER_FOLDER)  # taesd's own shape
 

@@ -88,14 +88,32 @@ def clip_tokenizer() -> CLIPTokenizer:
     return tokenizer
 
 
+def sd_turbo_pipeline(vae, text_encoder, tokenizer, unet):
+    """A Stable Diffusion pipeline around these parts, with sd-turbo's scheduler (Euler with "trailing" timesteps,
+    so a single step starts from pure noise) and no safety checker."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing", steps_offset=1
+    )
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
 def build_stable_diffusion(folder: Path, autoencoder_folder: Path) -> None:
     """A Stable Diffusion pipeline of the sd-turbo kind with random weights, and a tiny autoencoder beside it."""
     import torch
     from diffusers import (
         AutoencoderKL,
         AutoencoderTiny,
-        EulerDiscreteScheduler,
-        StableDiffusionPipeline,
         UNet2DConditionModel,
     )
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -137,20 +155,7 @@ def build_stable_diffusion(folder: Path, autoencoder_folder: Path) -> None:
         norm_num_groups=8,
         sample_size=512,
     )
-    # sd-turbo's scheduler: Euler with "trailing" timesteps, so a single step starts from pure noise.
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing", steps_offset=1
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = sd_turbo_pipeline(vae, text_encoder, tokenizer, unet)
     pipe.save_pretrained(folder, safe_serialization=True)
     tiny_autoencoder = AutoencoderTiny(
         encoder_block_out_channels=(8, 8, 8, 8),
