@@ -1,0 +1,419 @@
+"""Load: many visitors at once on each endpoint of the hub, served in its own process on loopback.
+
+For each endpoint, N visitors (threads, each its own gradio_client.Client, so its own session) are released
+together and make M requests each, one after another. Everything is bounded: the number of requests, and a hard
+deadline per endpoint after which nothing more is sent and unfinished requests are cancelled. Reported per
+endpoint: answers (checked for real content, not only received), requests/s, p50/p95 latency, clean "queue is
+full" refusals (Gradio's queue holds --queue-size waiting requests), other errors, the server's memory (RSS)
+before, at its peak and after, and the throughput against one visitor alone on the same endpoint.
+
+The target is only ever 127.0.0.1: the bench starts the hub itself and never calls another address.
+Run: python -m bench.bench_load [--preset tiny|available] [--only fill_mask,generate] [--visitors N]
+[--requests M] [--deadline S]. `available` starts the hub without the tiny preset, offline, so each demo
+loads its real model if it is in the local cache (or a --model folder); an endpoint whose model cannot be loaded
+is skipped with the hub's message.
+"""
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from gradio_client.utils import QueueError
+from PIL import Image
+
+HOST = "127.0.0.1"  # loopback only: the load test never targets another address
+
+MASKED = "Paris is the [MASK] of France."
+PROMPT = "The history of the transformer begins with"
+SENTENCE = "The cat sat on the mat because it was tired."
+LABELS = ["a cat", "a dog", "a rocket"]
+IMAGE_SIDE = 64  # text to image: the smallest size the hub accepts, one step
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What a right answer looks like: each check returns None, or what is wrong with the answer
+
+
+def check_label(answer: Any, count: int | None = None) -> str | None:
+    """A gr.Label answer: a top label and its confidences, each a probability, best first."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("confidences"), list) or not answer["confidences"]:
+        return f"not a label answer: {str(answer)[:80]}"
+    confidences = [c.get("confidence") for c in answer["confidences"]]
+    if not all(isinstance(p, float) and 0.0 <= p <= 1.0 for p in confidences):
+        return f"confidences outside [0, 1]: {confidences}"
+    if sum(confidences) > 1.0 + 1e-4:
+        return f"confidences add up to {sum(confidences):.4f} > 1"
+    if answer.get("label") != answer["confidences"][0].get("label") or confidences != sorted(confidences)[::-1]:
+        return "the top label is not the most likely one"
+    if count is not None and len(confidences) != count:
+        return f"{len(confidences)} labels, expected {count}"
+    return None
+
+
+def check_zero_shot(answer: Any) -> str | None:
+    """CLIP's softmax over exactly the labels sent: they add up to 1."""
+    wrong = check_label(answer, len(LABELS))
+    if wrong:
+        return wrong
+    if {c["label"] for c in answer["confidences"]} != set(LABELS):
+        return f"labels {[c['label'] for c in answer['confidences']]} are not the ones sent"
+    total = sum(c["confidence"] for c in answer["confidences"])
+    return None if abs(total - 1.0) < 1e-3 else f"probabilities add up to {total:.4f}, not 1"
+
+
+def check_stream(updates: list[Any]) -> str | None:
+    """A generation stream: text that only grows, update after update."""
+    if not updates or not all(isinstance(text, str) for text in updates):
+        return f"not a stream of texts: {str(updates)[:80]}"
+    if not all(later.startswith(earlier) for earlier, later in zip(updates, updates[1:])):
+        return "a streamed update is not a continuation of the one before"
+    return None
+
+
+def check_attention(answer: Any) -> str | None:
+    """One head's attention: a square matrix over the tokens, each row a probability distribution."""
+    if not isinstance(answer, dict) or not answer.get("tokens") or not isinstance(answer.get("weights"), list):
+        return f"not an attention answer: {str(answer)[:80]}"
+    n, rows = len(answer["tokens"]), answer["weights"]
+    if len(rows) != n or any(len(row) != n for row in rows):
+        return f"weights are not {n} x {n}"
+    if any(abs(sum(row) - 1.0) > 1e-3 or min(row) < 0.0 for row in rows):
+        return "a row of attention weights is not a probability distribution"
+    return None
+
+
+def check_image(answer: Any) -> str | None:
+    """A PNG of the size asked for, with a picture in it (not one flat colour)."""
+    try:
+        with Image.open(answer) as image:
+            size, extrema = image.size, image.convert("L").getextrema()
+    except Exception as error:  # whatever came back is not an image
+        return f"not an image: {error}"
+    if size != (IMAGE_SIDE, IMAGE_SIDE):
+        return f"image is {size}, expected {IMAGE_SIDE} x {IMAGE_SIDE}"
+    return None if extrema[0] != extrema[1] else "the image is one flat colour"
+
+
+@dataclass
+class Endpoint:
+    api_name: str
+    arguments: Callable[[str], tuple]  # the request's arguments, given the path of a photo to upload
+    check: Callable[[Any], str | None]  # None for a right answer
+    visitors: int  # the default load on the tiny preset
+    requests: int
+    streaming: bool = False  # the check then reads every streamed update, the last one being the answer
+
+
+ENDPOINTS = {
+    "fill_mask": Endpoint("/fill_mask", lambda photo: (MASKED, 5), lambda a: check_label(a, 5), 40, 10),
+    "generate": Endpoint("/generate", lambda photo: (PROMPT,), check_stream, 70, 1, streaming=True),
+    "classify_image": Endpoint(
+        "/classify_image", lambda photo: (handle_file(photo), 5), lambda a: check_label(a, 5), 10, 3
+    ),
+    "zero_shot": Endpoint("/zero_shot", lambda photo: (handle_file(photo), ", ".join(LABELS)), check_zero_shot, 10, 3),
+    "attention": Endpoint("/attention", lambda photo: (SENTENCE, "encoder", 1, 1), check_attention, 20, 5),
+    "text_to_image": Endpoint(
+        "/text_to_image",
+        lambda photo: ("A watercolor lighthouse", "", 1, 0.0, IMAGE_SIDE, IMAGE_SIDE, 0, 1, False),
+        check_image,
+        6,
+        2,
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Visitors
+
+
+@dataclass
+class Outcome:
+    kind: str  # "answer", "wrong answer", "queue full", "error", "deadline" (cut or never sent)
+    seconds: float | None = None  # from submit to the final answer
+    answer: Any = None
+    message: str = ""
+    ended: float = field(default_factory=time.perf_counter)  # when the outcome was known
+
+
+@dataclass
+class LoadResult:
+    endpoint: str
+    visitors: int
+    requests: int
+    outcomes: list[Outcome]
+    seconds: float  # from the visitors' release to the last outcome
+    rss_mb: tuple[float, float, float] | None = None  # server memory before, peak, after
+
+    def count(self, kind: str) -> int:
+        return sum(outcome.kind == kind for outcome in self.outcomes)
+
+    @property
+    def latencies(self) -> list[float]:
+        return sorted(o.seconds for o in self.outcomes if o.kind == "answer")
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.count("answer") / self.seconds if self.seconds > 0 else 0.0
+
+    def messages(self) -> list[str]:
+        """Each distinct error message once, with how often it came."""
+        found: dict[str, int] = {}
+        for o in self.outcomes:
+            if o.kind in ("error", "wrong answer"):
+                found[f"{o.kind}: {o.message}"] = found.get(f"{o.kind}: {o.message}", 0) + 1
+        return [f"{n} x {message}" for message, n in found.items()]
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1) of values already sorted."""
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)] if sorted_values else float("nan")
+
+
+def connect(url: str, download_dir: str) -> Client:
+    # No client-side read timeout: a visitor waits as a browser would; the deadline bounds every wait instead.
+    return Client(
+        url, verbose=False, download_files=download_dir, httpx_kwargs={"timeout": httpx.Timeout(60.0, read=None)}
+    )
+
+
+def ask(client: Client, endpoint: Endpoint, arguments: tuple, deadline: float) -> Outcome:
+    """One request, waiting at most until the deadline (then it is cancelled)."""
+    start = time.perf_counter()
+    job = client.submit(*arguments, api_name=endpoint.api_name)
+    try:
+        answer = job.result(timeout=max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        job.cancel()
+        return Outcome("deadline", message="still running at the deadline: cancelled")
+    except QueueError as error:
+        return Outcome("queue full", message=str(error))
+    except AppError as error:
+        return Outcome("error", message=str(error)[:200])
+    except Exception as error:  # a connection or protocol failure: counted, and the visitor goes on
+        return Outcome("error", message=f"{type(error).__name__}: {str(error)[:160]}")
+    seconds = time.perf_counter() - start
+    checked = job.outputs() if endpoint.streaming else answer
+    wrong = endpoint.check(checked)
+    return Outcome("wrong answer", seconds, answer, wrong) if wrong else Outcome("answer", seconds, answer)
+
+
+def visitor(url: str, endpoint: Endpoint, arguments: tuple, requests: int, start: threading.Barrier,
+            deadline: list[float], download_dir: str, outcomes: list[Outcome]) -> None:  # fmt: skip
+    """One visitor: connects, waits for the others, then makes its requests one after another."""
+    try:
+        client = connect(url, download_dir)
+    except Exception as error:
+        client, failure = None, Outcome("error", message=f"could not connect: {type(error).__name__}: {error}")
+    try:
+        start.wait()
+    except threading.BrokenBarrierError:
+        return
+    try:
+        for _ in range(requests):
+            if client is None:
+                outcomes.append(failure)
+            elif time.monotonic() >= deadline[0]:
+                outcomes.append(Outcome("deadline", message="not sent: the deadline had passed"))
+            else:
+                outcomes.append(ask(client, endpoint, arguments, deadline[0]))
+    finally:
+        if client is not None:
+            client.close()
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MiB (psutil where installed, else Linux's /proc)."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except ImportError:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise
+
+
+def run_load(url: str, endpoint: Endpoint, visitors: int, requests: int, deadline_s: float, photo: str = "",
+             server_pid: int | None = None, download_dir: str | None = None) -> LoadResult:  # fmt: skip
+    """`visitors` at once, `requests` each, all of it over within deadline_s after they are released (plus the
+    time to cancel what is still running). server_pid: whose memory to sample (default: this process)."""
+    if not url.startswith(f"http://{HOST}:"):
+        raise ValueError(f"the load test only calls {HOST}, not {url}")
+    pid = server_pid or os.getpid()
+    download_dir = download_dir or tempfile.mkdtemp(prefix="bench-load-")
+    arguments = endpoint.arguments(photo)
+    outcomes: list[Outcome] = []  # list.append is atomic: the visitor threads share it
+    deadline, began = [math.inf], [0.0]
+
+    def release() -> None:  # the clock starts once every visitor is connected (70 clients take a while)
+        began[0], deadline[0] = time.perf_counter(), time.monotonic() + deadline_s
+
+    start = threading.Barrier(visitors + 1, action=release, timeout=120)
+    threads = [
+        threading.Thread(
+            target=visitor,
+            args=(url, endpoint, arguments, requests, start, deadline, download_dir, outcomes),
+            daemon=True,  # a visitor stuck past the deadline never keeps the bench alive
+        )
+        for _ in range(visitors)
+    ]
+    for thread in threads:
+        thread.start()
+    before = peak = rss_mb(pid)
+    start.wait()
+    while any(thread.is_alive() for thread in threads) and time.monotonic() < deadline[0] + 10:
+        peak = max(peak, rss_mb(pid))
+        time.sleep(0.25)
+    seconds = max((o.ended for o in outcomes), default=began[0]) - began[0]
+    after = rss_mb(pid)
+    missing = visitors * requests - len(outcomes)  # visitors still stuck 10 s past the deadline
+    outcomes += [Outcome("deadline", message="no outcome 10 s after the deadline")] * max(0, missing)
+    return LoadResult(endpoint.api_name, visitors, requests, list(outcomes), seconds, (before, max(peak, after), after))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The hub in its own process
+
+
+def start_hub(
+    port: int, preset: str, dtype: str, queue_size: int | None, models: list[str], log: Path
+) -> subprocess.Popen:
+    command = [sys.executable, "-m", "hub", "run", "--host", HOST, "--port", str(port), "--offline", "--dtype", dtype]
+    command += ["--preset", "tiny"] if preset == "tiny" else []
+    command += ["--queue-size", str(queue_size)] if queue_size else []
+    for model in models:
+        command += ["--model", model]
+    print("hub:", " ".join(command[1:]), flush=True)
+    with log.open("w") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent)
+
+
+def wait_until_served(url: str, hub: subprocess.Popen, log: Path, timeout_s: float = 300) -> None:
+    stop = time.monotonic() + timeout_s
+    while time.monotonic() < stop:
+        if hub.poll() is not None:
+            sys.exit(f"the hub exited with code {hub.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}config", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    sys.exit(f"the hub did not serve within {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def warm_up(url: str, endpoint: Endpoint, photo: str, download_dir: str, timeout_s: float) -> str | None:
+    """One request first, not counted: it loads the model. Returns why the endpoint cannot be measured, or None."""
+    client = connect(url, download_dir)
+    try:
+        outcome = ask(client, endpoint, endpoint.arguments(photo), time.monotonic() + timeout_s)
+    finally:
+        client.close()
+    return None if outcome.kind == "answer" else f"{outcome.kind}: {outcome.message}"
+
+
+def load_average() -> str:
+    return ", ".join(f"{load:.1f}" for load in os.getloadavg())
+
+
+def row(result: LoadResult, alone_per_s: float | None) -> dict:
+    latencies = result.latencies
+    before, peak, after = result.rss_mb
+    return {
+        "endpoint": f"`{result.endpoint}`",
+        "visitors x requests": f"{result.visitors} x {result.requests}",
+        "answers": result.count("answer"),
+        "requests/s": f"{result.requests_per_s:.1f}",
+        "x one visitor": f"{result.requests_per_s / alone_per_s:.2f}" if alone_per_s else "-",
+        "p50 s": f"{percentile(latencies, 0.5):.2f}",
+        "p95 s": f"{percentile(latencies, 0.95):.2f}",
+        "queue full": result.count("queue full"),
+        "errors": result.count("error") + result.count("wrong answer"),
+        "cut by deadline": result.count("deadline"),
+        "server MiB before / peak / after": f"{before:.0f} / {peak:.0f} / {after:.0f}",
+    }
+
+
+def main() -> None:
+    # First: the bench's private temp folder and offline settings, which the hub process inherits.
+    from bench.bench_inside import cpu_name
+    from bench.common import _TEMP, free_port, markdown_table
+    from hub.device import pick_device, resolve_dtype
+    from hub.images import example_photos
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=["tiny", "available"], default="tiny")
+    parser.add_argument("--only", help=f"comma-separated endpoints [{','.join(ENDPOINTS)}]")
+    parser.add_argument("--visitors", type=int, help="visitors per endpoint [each endpoint's own default]")
+    parser.add_argument("--requests", type=int, help="requests per visitor [each endpoint's own default]")
+    parser.add_argument("--deadline", type=float, default=120, help="seconds per endpoint [%(default)s]")
+    parser.add_argument("--alone", type=int, default=5, help="requests of one visitor alone, the baseline (0: none)")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
+    parser.add_argument("--queue-size", type=int, help="the hub's queue size [the hub's default]")
+    parser.add_argument("--model", action="append", default=[], metavar="DEMO=DIR", help="passed on to the hub")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.only.split(",")] if args.only else list(ENDPOINTS)
+    if unknown := set(names) - set(ENDPOINTS):
+        parser.error(f"unknown endpoint(s): {', '.join(sorted(unknown))}")
+
+    dtype = str(resolve_dtype(args.dtype, pick_device())).replace("torch.", "")  # the hub gets it resolved
+    load_at_start = load_average()
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; dtype {dtype}; preset {args.preset}", flush=True)
+    print(f"load average {load_at_start}", flush=True)
+    scratch = Path(_TEMP)
+    photo = scratch / "cat.jpg"
+    Image.fromarray(example_photos()[0]).save(photo, quality=95)  # 451 x 300, like a photo from a phone, smaller
+    port = free_port()
+    url, log = f"http://{HOST}:{port}/", scratch / "hub.log"
+    hub = start_hub(port, args.preset, dtype, args.queue_size, args.model, log)
+    rows, notes = [], []
+    try:
+        wait_until_served(url, hub, log)
+        print(f"served at {url}; server memory {rss_mb(hub.pid):.0f} MiB\n", flush=True)
+        for name in names:
+            endpoint = ENDPOINTS[name]
+            visitors, requests = args.visitors or endpoint.visitors, args.requests or endpoint.requests
+            print(f"{endpoint.api_name}: warm-up ...", flush=True)
+            if why := warm_up(url, endpoint, str(photo), str(scratch), args.deadline):
+                print(f"{endpoint.api_name}: skipped, {why}", flush=True)
+                notes.append(f"`{endpoint.api_name}` skipped: {why}")
+                continue
+            alone = None
+            if args.alone:
+                single = run_load(url, endpoint, 1, args.alone, args.deadline, str(photo), hub.pid, str(scratch))
+                alone = single.requests_per_s
+            result = run_load(url, endpoint, visitors, requests, args.deadline, str(photo), hub.pid, str(scratch))
+            rows.append(row(result, alone))
+            notes += [f"`{endpoint.api_name}`: {message}" for message in result.messages()]
+            print(" | ".join(f"{key} {value}" for key, value in rows[-1].items()), flush=True)
+            time.sleep(2)  # cancelled requests wind down before the next endpoint
+    finally:
+        hub.terminate()
+        try:
+            hub.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            hub.kill()
+    print(f"\nCPU: {cpu_name()}; dtype {dtype}; preset {args.preset}; deadline {args.deadline:.0f} s per endpoint")
+    print(f"load average at the start {load_at_start}, at the end {load_average()} (other programs count too)\n")
+    if rows:
+        print(markdown_table(rows))
+    for note in notes:
+        print(f"- {note}")
+
+
+if __name__ == "__main__":
+    main()
