@@ -7,6 +7,7 @@ from dataclasses import replace
 import gradio as gr
 import pandas as pd
 
+from demos.fine_tune.attention import attention_change_section
 from demos.fine_tune.data import (
     BUILTIN,
     DEFAULT_PROBES,
@@ -286,6 +287,7 @@ def fine_tune_tab(store: ModelStore) -> None:
     prepare.click(prepare_download, None, download, api_visibility="private")
     csv_file.upload(show_columns, csv_file, [text_column, label_column], api_visibility="private")
     csv_file.upload(choose_upload, None, dataset, api_visibility="private")
+    attention_change_section(store, DEMO_ID, sessions)  # and /fine_tune_attention
 
 
 DEMO = Demo(
