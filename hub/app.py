@@ -3,6 +3,7 @@
 import gradio as gr
 
 from demos import find_demos
+from hub.event_inputs import HubBlocks
 from hub.models import ModelStore
 from hub.settings import Settings
 
@@ -23,7 +24,7 @@ def build_app(settings: Settings, store: ModelStore | None = None) -> gr.Blocks:
     demos = find_demos(settings.demos)
     store = store or ModelStore(settings, demos)
     # Files Gradio hands out (images, fine-tuned model zips) are deleted after an hour, so a Space never fills its disk.
-    with gr.Blocks(title="Transformers demo hub", delete_cache=(1800, 3600)) as app:
+    with HubBlocks(title="Transformers demo hub", delete_cache=(1800, 3600)) as app:
         gr.Markdown(INTRO)
         if settings.preset == "tiny":
             gr.Markdown(TINY_BANNER, elem_id="tiny-banner")

@@ -9,6 +9,7 @@ from typing import Any
 import gradio as gr
 
 from hub.errors import HubError
+from hub.event_inputs import refuse
 from hub.models import ModelStore
 
 log = logging.getLogger(__name__)
@@ -17,8 +18,8 @@ log = logging.getLogger(__name__)
 def _as_gradio_error(error: Exception) -> gr.Error:
     if isinstance(error, gr.Error):
         return error
-    if isinstance(error, HubError):
-        return gr.Error(str(error))
+    if isinstance(error, HubError):  # expected: shown as plain text (it may quote the visitor's values), one log line
+        return refuse(str(error))
     log.exception("unexpected error in a demo")  # the detail stays in the server log
     return gr.Error("Something went wrong on the server; the operator's log has the details. Please try again.")
 

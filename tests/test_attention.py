@@ -3,9 +3,7 @@ endpoints /attention and /ablate, the offline encoder, and the tab in a real bro
 
 import contextlib
 import io
-import json
 import math
-import urllib.request
 
 import numpy as np
 import pytest
@@ -21,6 +19,8 @@ from hub.errors import HubError
 from hub.inside import load_transformer, parse_heads, tokenize
 from hub.models import ModelStore
 from hub.settings import Settings
+
+from .rest import rest_call
 
 SENTENCE = "The cat sat on the mat because it was tired."
 MASKED = "Paris is the [MASK] of France."
@@ -264,14 +264,6 @@ def test_api_bad_input_gets_a_message_and_the_server_keeps_serving(client, args,
     with pytest.raises(AppError, match=message):
         client.predict(*args, api_name=api_name)
     assert client.predict(SENTENCE, api_name="/attention")["tokens"]
-
-
-def rest_call(hub_url: str, api_name: str, data: list) -> str:
-    """Gradio's REST route, which (unlike gradio_client) can send NaN and wrong JSON types."""
-    body = json.dumps({"data": data}).encode()  # json writes NaN as a bare NaN, as a hostile caller could
-    request = urllib.request.Request(f"{hub_url}gradio_api/call/{api_name}", body, {"Content-Type": "application/json"})
-    event_id = json.load(urllib.request.urlopen(request))["event_id"]
-    return urllib.request.urlopen(f"{hub_url}gradio_api/call/{api_name}/{event_id}").read().decode()
 
 
 @pytest.mark.parametrize(
