@@ -235,6 +235,11 @@ def image_classification_tab(store: ModelStore) -> None:
     )
     event.success(explain, last, [patches, summary, code], api_visibility="private")
 
+    # Imported here: the section reads this module's classifier (ImageClassifier, as_image).
+    from demos.vit_attention import vit_attention_section
+
+    vit_attention_section(store, image)
+
 
 DEMO = Demo(
     id=DEMO_ID,
