@@ -115,7 +115,7 @@ def shared_relevance_view(clip: ClipModel) -> RelevanceView:
 def accumulate_relevance(attentions: list[torch.Tensor], gradients: list[torch.Tensor]) -> torch.Tensor:
     """Chefer et al.'s rule over the layers, first to last: per layer (heads x tokens x tokens) attention and the
     logit's gradient with respect to it; R starts as the identity, R = R + mean over heads of (grad * attention)+ @ R."""
-    relevance = torch.eye(attentions[0].shape[-1])
+    relevance = torch.eye(attentions[0].shape[-1], device=attentions[0].device)
     for attention, gradient in zip(attentions, gradients):
         contribution = (gradient.float() * attention.float()).clamp(min=0).mean(dim=0)
         relevance = relevance + contribution @ relevance
@@ -149,30 +149,32 @@ def label_relevance(
     view = shared_relevance_view(clip)
     parameter = next(clip.model.parameters())
     pixels = clip.preprocess(picture).unsqueeze(0).to(parameter.device, parameter.dtype)
+    blocks = view.encoder.transformer.resblocks
     with view.lock, torch.enable_grad():
-        pixels.requires_grad_(True)  # a graph through the activations even where the weights are frozen
-        features = F.normalize(view.encoder(pixels), dim=-1).float()
-        logits = clip.model.logit_scale.exp().float() * features @ weights.to(features.device)
-        blocks = view.encoder.transformer.resblocks
-        # nn.MultiheadAttention hands back a reshaped copy of the softmax output it mixed the values with; the
-        # gradient flows through that softmax output (the copy's base), not through the copy.
-        attentions = [block.attention_weights for block in blocks]
-        softmaxes = [weights._base for weights in attentions]
-        if any(s is None or s.shape[-2:] != a.shape[-2:] for s, a in zip(softmaxes, attentions)):
-            raise RuntimeError("nn.MultiheadAttention no longer returns a view of its softmax output")
-        with torch.no_grad():
-            bias = getattr(clip.model, "logit_bias", None)
-            probabilities = logits.softmax(-1) if bias is None else (logits + bias.float()).sigmoid()
-        order = probabilities[0].argsort(descending=True)[:max_maps].tolist()
-        maps = []
-        for n, index in enumerate(order):
-            gradients = torch.autograd.grad(logits[0, index], softmaxes, retain_graph=n < len(order) - 1)
-            relevance = accumulate_relevance(
-                [a[0].detach() for a in attentions], [g.view_as(a)[0] for g, a in zip(gradients, attentions)]
-            )
-            maps.append(relevance[0, 1:])
-        for block in blocks:
-            del block.attention_weights  # the graph is not kept past the call
+        try:
+            pixels.requires_grad_(True)  # a graph through the activations even where the weights are frozen
+            features = F.normalize(view.encoder(pixels), dim=-1).float()
+            logits = clip.model.logit_scale.exp().float() * features @ weights.to(features.device)
+            # nn.MultiheadAttention hands back a reshaped copy of the softmax output it mixed the values with; the
+            # gradient flows through that softmax output (the copy's base), not through the copy.
+            attentions = [block.attention_weights for block in blocks]
+            softmaxes = [a._base for a in attentions]
+            if any(s is None or s.shape[-2:] != a.shape[-2:] for s, a in zip(softmaxes, attentions)):
+                raise RuntimeError("nn.MultiheadAttention no longer returns a view of its softmax output")
+            with torch.no_grad():
+                bias = getattr(clip.model, "logit_bias", None)
+                probabilities = logits.softmax(-1) if bias is None else (logits + bias.float()).sigmoid()
+            order = probabilities[0].argsort(descending=True)[:max_maps].tolist()
+            maps = []
+            for n, index in enumerate(order):
+                gradients = torch.autograd.grad(logits[0, index], softmaxes, retain_graph=n < len(order) - 1)
+                relevance = accumulate_relevance(
+                    [a[0].detach() for a in attentions], [g.view_as(a)[0] for g, a in zip(gradients, attentions)]
+                )
+                maps.append(relevance[0, 1:])
+        finally:
+            for block in blocks:
+                vars(block).pop("attention_weights", None)  # the graph is not kept past the call
     rows, cols = view.encoder.grid_size
     return LabelRelevance(
         [labels[i] for i in order],
@@ -192,7 +194,9 @@ def check_label(label: Any) -> str:
     return labels[0]
 
 
-def clip_relevance(clip: ClipModel, image: Any, label: Any, template: Any = DEFAULT_TEMPLATE, ensemble: Any = False):
+def clip_relevance(
+    clip: ClipModel, image: Any, label: Any, template: Any = DEFAULT_TEMPLATE, ensemble: Any = False
+) -> dict:
     """/clip_relevance: {"grid": [rows, cols], "relevance": [rows * cols values, row-major]} for one label."""
     result = label_relevance(clip, image, [check_label(label)], template, ensemble)
     return {"grid": list(result.grid), "relevance": result.relevance[0].flatten().tolist()}
@@ -255,7 +259,9 @@ def relevance_figure(clip: ClipModel, result: LabelRelevance) -> Image.Image:
 
 def relevance_code(clip: ClipModel, result: LabelRelevance, dtype: torch.dtype) -> str:
     rows, cols = result.grid
-    return f"""import open_clip
+    return f"""import functools
+
+import open_clip
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -274,7 +280,7 @@ def attention(block, q_x, k_x=None, v_x=None, attn_mask=None):
     kept.append(weights)  # (batch, heads, tokens, tokens); weights._base is the softmax the values were mixed with
     return out
 for block in model.visual.transformer.resblocks:
-    block.attention = attention.__get__(block)
+    block.attention = functools.partial(attention, block)  # this block's attention, now with weights
 
 features = F.normalize(model.visual(image), dim=-1).float()
 logits = model.logit_scale.exp().float() * features @ weights  # the label's logit: its scaled cosine similarity
