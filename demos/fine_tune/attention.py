@@ -236,6 +236,12 @@ INTRO = """
 over every query and key token, of |after − before|, in percentage points); the maps below compare one head.
 """
 
+DIFFERENCE_NOTE = """
+**After − before**, cell by cell: red where the fine-tuned model gives that key token *more* attention than the
+pretrained backbone did, blue where less. Each row of the two maps above sums to 100%, so each row here sums to 0:
+training moved attention from some tokens to others.
+"""
+
 
 def attention_change_section(store: ModelStore, demo_id: str, sessions: VisitorStore) -> None:
     """The accordion and the /fine_tune_attention endpoint; `sessions` holds each visitor's FineTuned model."""
@@ -245,14 +251,20 @@ def attention_change_section(store: ModelStore, demo_id: str, sessions: VisitorS
             text = gr.Textbox(EXAMPLE, label=f"Probe text (at most {MAX_TOKENS} tokens)", scale=3)
             compare = gr.Button("Compare before and after training", variant="primary", scale=1)
         summary = gr.Markdown(elem_id="fine-tune-attention-summary")
-        change_map = figure_image(label="Change per layer × head", elem_id="fine-tune-attention-change")
+        # The figures carry their own titles: Gradio's label badge would cover them.
+        change_map = figure_image(
+            label="Change per layer × head", show_label=False, elem_id="fine-tune-attention-change"
+        )
         with gr.Row():
-            layer = gr.Slider(1, 12, value=1, step=1, label="Layer")
-            head = gr.Slider(1, 12, value=1, step=1, label="Head")
+            first = "Starts at the head that changed most"
+            layer = gr.Slider(1, 12, value=1, step=1, label="Layer", info=first)
+            head = gr.Slider(1, 12, value=1, step=1, label="Head", info=first)
         with gr.Row():
-            before_map = figure_image(label="Before training (the pretrained backbone)", elem_id="fine-tune-before")
-            after_map = figure_image(label="After training (your model)", elem_id="fine-tune-after")
-            difference_map = figure_image(label="After − before", elem_id="fine-tune-difference")
+            before_map = figure_image(label="Before training", show_label=False, elem_id="fine-tune-before")
+            after_map = figure_image(label="After training", show_label=False, elem_id="fine-tune-after")
+        with gr.Row():
+            difference_map = figure_image(label="After − before", show_label=False, elem_id="fine-tune-difference")
+            gr.Markdown(DIFFERENCE_NOTE)
         code = code_accordion()
     result_state = gr.State()
 
