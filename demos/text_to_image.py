@@ -23,6 +23,7 @@ from hub.demo import Demo
 from hub.errors import HubError
 from hub.jobs import Job, running_jobs
 from hub.models import ModelStore, is_local
+from hub.settings import Settings
 from hub.ui import code_accordion, load_model, show_errors
 from hub.visitors import StopSwitches, session_id
 
@@ -43,7 +44,8 @@ MAX_GUIDANCE = 20.0
 MIN_SIDE, MAX_SIDE = 64, 1024  # pixels; larger images take minutes on a CPU
 MAX_IMAGES = 4
 MAX_SEED = 2**31 - 1
-TIME_LIMIT_S = 600  # a generation never runs longer than this, whoever asked for it
+TIME_LIMIT_S = 600  # a generation never runs longer than this, whoever asked for it (the budget comes first)
+DEFAULT_BUDGET = Settings.image_budget  # steps of one 512x512 image a request may cost; --image-budget sets it
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -112,6 +114,11 @@ class ImageSettings:
         """Diffusers runs classifier-free guidance (and so reads the negative prompt) only above 1."""
         return self.guidance_scale > 1.0
 
+    @property
+    def cost(self) -> float:
+        """What the request costs, in denoising steps of one 512x512 image: guidance runs the model twice a step."""
+        return self.width * self.height / 512**2 * self.steps * self.num_images * (2 if self.uses_guidance else 1)
+
     def pipeline_kwargs(self) -> dict:
         """The arguments of the diffusers pipeline call these settings stand for (without prompt and generator)."""
         kwargs = {
@@ -150,8 +157,11 @@ def check_settings(
     seed: float = DEFAULTS.seed,
     num_images: float = DEFAULTS.num_images,
     size_multiple: int = 8,
+    budget: float = DEFAULT_BUDGET,
 ) -> tuple[ImageSettings, list[str]]:
-    """Checked settings, and notes for the person about what was adjusted (sizes snapped, unused negative prompt)."""
+    """Checked settings, and notes for the person about what was adjusted (sizes snapped, unused negative prompt).
+    A request costing more than `budget` steps of a 512x512 image is refused: one visitor never holds the only
+    slot for minutes."""
     width_in = check_number(width, "Width", MIN_SIDE, MAX_SIDE)
     height_in = check_number(height, "Height", MIN_SIDE, MAX_SIDE)
     settings = ImageSettings(
@@ -163,6 +173,13 @@ def check_settings(
         seed=check_int(seed, "Seed", 0, MAX_SEED),
         num_images=check_int(num_images, "Number of images", 1, MAX_IMAGES),
     )
+    if settings.cost > budget:
+        guided = " x 2 for guidance" if settings.uses_guidance else ""
+        raise HubError(
+            f"This request costs as much as {settings.cost:g} steps of a 512x512 image ({settings.num_images} "
+            f"image(s) x {settings.steps} step(s) at {settings.width}x{settings.height}{guided}); this server allows "
+            f"{budget:g} per request. Use fewer steps or images, or a smaller size."
+        )
     notes = []
     if (settings.width, settings.height) != (width_in, height_in):
         notes.append(
@@ -209,9 +226,11 @@ def generate_frames(
     settings: ImageSettings = ImageSettings(),
     stop: threading.Event | None = None,
     previews: bool = True,
+    slots: threading.Semaphore | None = None,
 ) -> Iterator[Frame]:
     """Yield a Frame after every denoising step (with preview images if asked) and a final Frame with the images.
-    The pipeline runs as a job; setting `stop`, or closing this iterator, ends it after the current step."""
+    The pipeline runs as a job; setting `stop`, or closing this iterator, ends it after the current step. With
+    `slots`, the job waits for a free one and holds it until its thread has ended (see hub.jobs)."""
     prompt = check_text(prompt, "Prompt", MAX_PROMPT_CHARS)
     # A pipeline object of its own for this call: the scheduler and the pipeline keep per-call state, and
     # with diffusion_concurrency > 1 two calls run at once. The models themselves are shared, not copied.
@@ -249,7 +268,7 @@ def generate_frames(
         frames.append(Frame(settings.steps, settings.steps, list(output.images), final=True))
         job.post(settings.steps)
 
-    job = Job(TIME_LIMIT_S, stop)
+    job = Job(TIME_LIMIT_S, stop, slots)
     with closing(job.run(draw, name="text-to-image")) as steps:  # closing this generator stops the job at once
         for _ in steps:
             while frames:
@@ -357,6 +376,11 @@ def text_to_image_tab(store: ModelStore) -> None:
                     seed = gr.Number(value=DEFAULTS.seed, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                     num_images = gr.Slider(1, MAX_IMAGES, value=DEFAULTS.num_images, step=1, label="Number of images")
                 show_steps = gr.Checkbox(value=True, label="Show the steps (decoded with the tiny autoencoder)")
+                gr.Markdown(
+                    f"One request may cost up to {store.settings.image_budget:g} steps of a 512x512 image "
+                    "(images x steps x size; guidance above 1 counts twice), so that no visitor holds the model "
+                    "for minutes."
+                )
             gr.Examples(EXAMPLES, inputs=[prompt])
         with gr.Column():
             image = gr.Image(label="Image", type="pil", format="png", height=560, elem_id="text-to-image-image")
@@ -371,6 +395,9 @@ def text_to_image_tab(store: ModelStore) -> None:
             info = gr.Markdown(elem_id="text-to-image-info")
     code = code_accordion()
     last = gr.State()
+    # The event's concurrency limit counts handlers; these slots count pipeline threads, which a cancel leaves
+    # running to the end of their step: the next generation waits for that step instead of running beside it.
+    running_slots = threading.BoundedSemaphore(store.settings.diffusion_concurrency)
 
     @show_errors
     def generate(prompt, negative_prompt=None, steps=DEFAULTS.steps, guidance_scale=DEFAULTS.guidance_scale,
@@ -379,7 +406,15 @@ def text_to_image_tab(store: ModelStore) -> None:
         text = check_text(prompt, "Prompt", MAX_PROMPT_CHARS)
         generator = load_model(store, DEMO_ID, progress)
         settings, notes = check_settings(
-            negative_prompt, steps, guidance_scale, width, height, seed, num_images, generator.size_multiple
+            negative_prompt,
+            steps,
+            guidance_scale,
+            width,
+            height,
+            seed,
+            num_images,
+            generator.size_multiple,
+            store.settings.image_budget,
         )
         for note in notes + prompt_notes(generator, text):
             gr.Warning(note)
@@ -388,13 +423,18 @@ def text_to_image_tab(store: ModelStore) -> None:
         start = time.perf_counter()
         with stop_switches.switch(session_id(request)) as stop_switch:
             progress((0, settings.steps), desc="Encoding the prompt")
-            for frame in generate_frames(generator, text, settings, stop_switch, previews=bool(show_steps)):
+            frames = generate_frames(generator, text, settings, stop_switch, bool(show_steps), running_slots)
+            for frame in frames:
                 if frame.final:
                     yield frame.images[0], ImageResult(text, settings, time.perf_counter() - start, frame.images)
                 else:
                     progress((frame.step, frame.steps), desc=f"Denoising step {frame.step}/{frame.steps}")
-                    if frame.images:  # the first image's preview
+                    # Yield at every step, a preview or (previews off) an empty update: a cancel or a visitor who
+                    # leaves can close the handler only between two yields, so this stops the job within a step.
+                    if frame.images:
                         yield frame.images[0], None
+                    elif frame.step < frame.steps:  # the last step's image follows at once
+                        yield gr.skip(), gr.skip()
 
     @show_errors
     def request_stop(request: gr.Request = None) -> None:  # ends the job after this step; a cancel waits for a frame

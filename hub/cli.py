@@ -82,6 +82,12 @@ def make_parser(defaults: Settings) -> argparse.ArgumentParser:
         default=defaults.diffusion_concurrency,
         help="text-to-image generations that may run at once (HUB_DIFFUSION_CONCURRENCY) [%(default)s]",
     )
+    parser.add_argument(
+        "--image-budget",
+        type=float,
+        default=defaults.image_budget,
+        help="most a text-to-image request may cost, in steps of one 512x512 image (HUB_IMAGE_BUDGET) [%(default)s]",
+    )
     return parser
 
 
@@ -101,6 +107,7 @@ def parse_settings(argv: list[str] | None = None) -> tuple[str, Settings]:
         cache_dir=args.cache_dir,
         queue_size=args.queue_size,
         diffusion_concurrency=args.diffusion_concurrency,
+        image_budget=args.image_budget,
     )
     try:
         settings.models = {**defaults.models, **parse_models(args.model)}

@@ -9,6 +9,10 @@ at a time limit.
 The work calls `job.post(progress)` as it goes (cheap: nobody is woken) and checks `job.should_stop()` between
 steps. The reader looks at the latest progress every `update_every_s`: each wake-up would take the GIL from the
 worker, and each update costs the browser a render.
+
+Closing the reader never waits for the worker: Gradio closes it on its event loop, which must not block for a
+step. A job given `slots` (a semaphore shared by one demo's jobs) holds a slot until its worker has really ended,
+so a cancelled job still finishing its step counts against the demo's limit and the next one waits for it.
 """
 
 import threading
@@ -23,8 +27,11 @@ running_jobs: set[threading.Thread] = set()
 class Job:
     """One run of a blocking call: a stop switch, a deadline, and the latest progress the work posted."""
 
-    def __init__(self, time_limit_s: float, stop: threading.Event | None = None):
+    def __init__(
+        self, time_limit_s: float, stop: threading.Event | None = None, slots: threading.Semaphore | None = None
+    ):
         self.stop = stop or threading.Event()
+        self.slots = slots
         self.time_limit_s = time_limit_s
         self.deadline = time.monotonic() + time_limit_s
         self.progress: Any = None
@@ -53,7 +60,7 @@ class Job:
         `update_every_s` (with `heartbeat`, on every tick even when it did not, so that a caller that shows nothing
         until the end can still be closed by a cancel or a visitor who leaves). The last progress is always
         yielded once the work ends; an error raised by the work is raised here. Closing the iterator stops the
-        work at its next check and waits for the thread."""
+        work at its next check (without waiting for it)."""
         done = threading.Event()
         failure: list[BaseException] = []
 
@@ -63,9 +70,17 @@ class Job:
             except BaseException as error:  # handed to the reader, which raises it in the request's thread
                 failure.append(error)
             finally:
-                done.set()
                 running_jobs.discard(thread)
+                if self.slots is not None:
+                    self.slots.release()
+                done.set()
 
+        if self.slots is not None:
+            while not self.slots.acquire(timeout=update_every_s):  # a stopped job may still be ending its step
+                if self.should_stop():
+                    return
+                if heartbeat:
+                    yield None
         thread = self.thread = threading.Thread(target=target, name=name, daemon=True)
         running_jobs.add(thread)
         thread.start()
@@ -81,4 +96,3 @@ class Job:
                 yield self.progress
         finally:
             self.stop.set()  # Stop, a cancel or a visitor who left closed the reader: the work ends at its next check
-            thread.join(timeout=10)

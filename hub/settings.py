@@ -28,6 +28,9 @@ class Settings:
     queue_size: int = 64  # requests waiting beyond this get "queue is full"
     max_file_mb: int = 20  # uploads larger than this are refused by Gradio itself
     diffusion_concurrency: int = 1  # text-to-image generations running at once
+    # What one text-to-image request may cost, in denoising steps of one 512x512 image (pixels x steps x images,
+    # twice with guidance): 8 is about 30 s on a 2-core CPU in float32, so one visitor never holds the slot for long.
+    image_budget: float = 8.0
 
 
 def _truthy(value: str) -> bool:
@@ -63,6 +66,7 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         s.cache_dir = Path(env["HUB_CACHE_DIR"])
     s.queue_size = int(env.get("HUB_QUEUE_SIZE") or s.queue_size)
     s.diffusion_concurrency = int(env.get("HUB_DIFFUSION_CONCURRENCY") or s.diffusion_concurrency)
+    s.image_budget = float(env.get("HUB_IMAGE_BUDGET") or s.image_budget)
     return s
 
 

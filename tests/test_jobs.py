@@ -42,10 +42,41 @@ def test_closing_the_reader_stops_the_work_within_a_step():
     job = Job(time_limit_s=10)
     reader = job.run(counting(10_000, step_s=0.01), update_every_s=0.02)
     assert next(reader) >= 1
+    started = time.monotonic()
     reader.close()  # what Gradio does on Stop, on a client's cancel and when the visitor leaves
+    assert time.monotonic() - started < 0.05  # closing never waits: Gradio closes readers on its event loop
     assert job.stop.is_set()
+    job.thread.join(timeout=1)
     assert not job.thread.is_alive()
     assert job.progress < 10_000
+
+
+def test_a_closed_job_holds_its_slot_until_its_step_ends():
+    slots = threading.BoundedSemaphore(1)  # one job of this kind at a time
+    first = Job(time_limit_s=10, slots=slots)
+    reader = first.run(counting(10_000, step_s=0.3), update_every_s=0.02)
+    assert next(reader) == 1
+    reader.close()  # cancelled in the middle of a 0.3 s step: the worker is still busy
+    first_alive_when_second_started = []
+
+    def second_work(job: Job) -> None:
+        first_alive_when_second_started.append(first.thread.is_alive())
+        counting(3)(job)
+
+    assert list(Job(time_limit_s=10, slots=slots).run(second_work, update_every_s=0.02))[-1] == 3
+    assert first_alive_when_second_started == [False]
+
+
+def test_a_job_waiting_for_a_slot_can_be_stopped():
+    slots = threading.BoundedSemaphore(1)
+    busy_reader = Job(time_limit_s=10, slots=slots).run(counting(10_000), update_every_s=0.02)
+    next(busy_reader)
+    waiting = Job(time_limit_s=10, slots=slots)
+    threading.Timer(0.2, waiting.stop.set).start()
+    heartbeats = list(waiting.run(counting(3), update_every_s=0.02, heartbeat=True))
+    assert heartbeats and set(heartbeats) == {None}  # it could be closed while it waited, and never started
+    assert waiting.thread is None
+    busy_reader.close()
 
 
 def test_the_stop_switch_stops_the_work_from_another_thread():
@@ -82,6 +113,7 @@ def test_a_heartbeat_yields_while_nothing_is_posted():
     reader = job.run(silent, update_every_s=0.02, heartbeat=True)
     assert [next(reader) for _ in range(3)] == [None, None, None]  # a caller can be closed before any progress
     reader.close()
+    job.thread.join(timeout=1)
     assert not job.thread.is_alive()
 
 

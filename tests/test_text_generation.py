@@ -89,6 +89,9 @@ def test_closing_the_stream_stops_the_generation_thread(generator):
         stream.close()  # what Gradio does when the visitor presses Stop or leaves
         assert stop.is_set()
         assert len(first.new_ids) < 200
+        deadline = time.monotonic() + 2  # closing does not wait: the thread ends after its token
+        while running_generations and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert not any(t.name == "generate" and t.is_alive() for t in threading.enumerate())
     finally:
         hook.remove()

@@ -208,6 +208,9 @@ def test_closing_the_stream_stops_the_pipeline_thread(generator):
         stream = generate_frames(generator, PROMPT, ImageSettings(steps=40, **SMALL))
         next(stream)
         stream.close()  # what Gradio does when the visitor leaves or the API caller cancels
+        deadline = time.monotonic() + 2  # closing does not wait: the thread ends after its step
+        while running_generations and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert not running_generations
         assert unet.calls <= 3
     with pytest.raises(StopIteration):
@@ -283,6 +286,24 @@ def test_bad_settings_are_refused_with_a_message(kwargs, message):
         check_settings(**kwargs)
 
 
+def test_a_request_costing_more_than_the_budget_is_refused_naming_the_limit():
+    settings, _ = check_settings(steps=8)  # 8 steps of one 512x512 image: exactly the default budget
+    assert settings.cost == 8
+    assert check_settings(steps=2, width=1024, height=1024, budget=8)[0].cost == 8
+    with pytest.raises(HubError, match="costs as much as 800 steps.*allows 8 per request"):
+        check_settings(steps=MAX_STEPS, width=1024, height=1024, num_images=MAX_IMAGES)
+    with pytest.raises(HubError, match="x 2 for guidance"):
+        check_settings(steps=5, guidance_scale=7.0)  # guidance runs the model twice a step
+    assert check_settings(steps=MAX_STEPS, num_images=MAX_IMAGES, budget=1_000)[0].cost == 200  # --image-budget
+
+
+def test_api_refuses_a_request_over_the_budget_before_drawing(client, store):
+    with CountingUNet(store.get("text-to-image").pipe.unet) as unet:
+        with pytest.raises(AppError, match="allows 8 per request"):
+            client.predict(PROMPT, "", MAX_STEPS, 0.0, 1024, 1024, 0, MAX_IMAGES, False, api_name="/text_to_image")
+        assert unet.calls == 0
+
+
 @pytest.mark.parametrize("prompt, message", [("", "empty"), ("  \n ", "empty"), ("x" * 1_000_000, "too long")])
 def test_bad_prompts_are_refused(generator, prompt, message):
     with pytest.raises(HubError, match=message):
@@ -320,6 +341,23 @@ def test_api_streams_a_preview_per_step(client):
     outputs = list(job)
     assert len(outputs) == 3  # the previews of steps 1 and 2, then the image
     assert outputs[-1] == job.result()
+
+
+@pytest.mark.parametrize("previews", [True, False])
+def test_api_cancel_stops_the_pipeline_thread_with_and_without_previews(client, store, previews):
+    """Without previews the handler still yields once a step (an empty update): Gradio can close it only there."""
+    with CountingUNet(store.get("text-to-image").pipe.unet, delay_s=0.2) as unet:
+        job = client.submit(PROMPT, "", MAX_STEPS, 0.0, 64, 64, 0, 1, previews, api_name="/text_to_image")
+        deadline = time.monotonic() + 30
+        while unet.calls < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        job.cancel()
+        steps_at_cancel = unet.calls
+        deadline = time.monotonic() + 5
+        while running_generations and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not running_generations, "the pipeline thread kept running after cancel"
+        assert unet.calls <= steps_at_cancel + 2, "the job ran on for more than a step after the cancel"
 
 
 def test_api_cancel_stops_the_pipeline_thread(client, store):
