@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from hub.checks import check_text
 from hub.demo import Demo
 from hub.errors import HubError
-from hub.images import example_photos, image_path, load_image
+from hub.images import check_total_pixels, example_photos, image_path, load_image
 from hub.models import ModelStore, is_local
 from hub.ui import code_accordion, load_model, show_errors
 
@@ -234,11 +234,16 @@ def zero_shot(
         raise HubError("No image given: upload, paste or take a picture first.")
     if len(images) > MAX_IMAGES:
         raise HubError(f"Too many images: {len(images)}; at most {MAX_IMAGES} at once.")
-    pictures = [load_image(image, f"Image {n}" if len(images) > 1 else "Image") for n, image in enumerate(images, 1)]
+    check_total_pixels(images)  # from the files' headers, before anything is decoded
+    # Each image is decoded and at once cut down to the model's input, so only one full-size picture is in memory.
+    inputs = [
+        clip.preprocess(load_image(image, f"Image {n}" if len(images) > 1 else "Image"))
+        for n, image in enumerate(images, 1)
+    ]
 
     weights = label_weights(clip, labels, templates)
     parameter = next(clip.model.parameters())
-    pixels = torch.stack([clip.preprocess(picture) for picture in pictures]).to(parameter.device, parameter.dtype)
+    pixels = torch.stack(inputs).to(parameter.device, parameter.dtype)
     with torch.inference_mode():
         features = clip.model.encode_image(pixels, normalize=True).float()
         similarities = features @ weights.to(features.device)

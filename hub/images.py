@@ -13,6 +13,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from hub.errors import HubError
 
 MAX_PIXELS = 50_000_000  # about a 50-megapixel photo; Pillow itself only warns from 89 Mpx
+# All the images of one request together: decoded to RGB, 100 Mpx is 300 MB; twelve 50-Mpx files would be 1.8 GB.
+MAX_PIXELS_PER_CALL = 100_000_000
 MAX_ASPECT_RATIO = 20  # longer strips are cut to their centre, which is all a centre-cropping model looks at
 # Pillow modes holding more than 8 bits per channel; they are scaled down, not clipped (clipping turns them white).
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
@@ -47,6 +49,25 @@ def load_image(image: Any, name: str = "Image") -> Image.Image:
     except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data shows up only when decoding
         raise HubError(f"{name} could not be read: the file is truncated or damaged ({error}).") from error
     return limit_aspect_ratio(to_rgb(picture))
+
+
+def check_total_pixels(images: list[Any], max_pixels: int = MAX_PIXELS_PER_CALL) -> None:
+    """Refuse a request whose images would decode to more than `max_pixels` together, reading only their headers
+    (each one's own checks come when it is loaded)."""
+    total = 0
+    for n, image in enumerate(images, 1):
+        if isinstance(image, Image.Image):
+            width, height = image.size
+        elif (path := image_path(image)) is not None:
+            width, height = open_image_file(path, f"Image {n}").size
+        else:
+            continue  # load_image will say what is wrong with it
+        total += width * height
+    if total > max_pixels:
+        raise HubError(
+            f"These {len(images)} images hold {total / 1e6:.0f} megapixels together; at most "
+            f"{max_pixels / 1e6:.0f} per request. Send fewer or smaller images."
+        )
 
 
 def open_image_file(path: str, name: str = "Image") -> Image.Image:

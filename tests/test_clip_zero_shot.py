@@ -21,7 +21,7 @@ from demos.clip_zero_shot import (
     zero_shot,
 )
 from hub.errors import HubError
-from tests.image_samples import halves, photo, write_bad_images, write_good_images
+from tests.image_samples import bomb_png, halves, photo, write_bad_images, write_good_images
 
 LABELS = ["a cat", "a dog", "a cup of coffee", "a rocket"]
 
@@ -222,6 +222,14 @@ def test_api_matrix_refuses_a_bad_file_by_number(client, images):
     files = [handle_file(str(images[0]["RGB"])), handle_file(str(images[1]["random bytes"][0]))]
     with pytest.raises(AppError, match="Image 2 is not an image"):
         client.predict(files, "a cat, a dog", api_name="/zero_shot_matrix")
+
+
+def test_api_matrix_bounds_the_pixels_of_one_request_not_only_of_each_image(client, images, tmp_path):
+    large = tmp_path / "large.png"
+    large.write_bytes(bomb_png(8_000, 5_000))  # 40 Mpx: fine alone, too much three times in one request
+    with pytest.raises(AppError, match="120 megapixels together"):
+        client.predict([handle_file(str(large))] * 3, "a cat, a dog", api_name="/zero_shot_matrix")
+    assert client.predict([handle_file(str(images[0]["RGB"]))], "a cat, a dog", api_name="/zero_shot_matrix")
 
 
 # --- in a real browser --------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image, ImageFile, ImageOps
 
 from hub.errors import HubError
-from hub.images import MAX_ASPECT_RATIO, load_image
-from tests.image_samples import halves, write_bad_images, write_good_images
+from hub.images import MAX_ASPECT_RATIO, MAX_PIXELS_PER_CALL, check_total_pixels, load_image
+from tests.image_samples import bomb_png, halves, write_bad_images, write_good_images
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,19 @@ def test_bombs_are_refused_before_any_pixel_is_decoded(bad, kind, monkeypatch):
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
     with pytest.raises(HubError, match="too large"):
         load_image(str(bad[kind][0]))
+
+
+def test_many_large_images_in_one_request_are_refused_from_their_headers(folder, monkeypatch):
+    """Each 40-Mpx file is allowed alone; three in one request would decode to 360 MB, more than one call may."""
+    paths = []
+    for n in range(3):
+        path = folder / f"large-{n}.png"
+        path.write_bytes(bomb_png(8_000, 5_000))
+        paths.append(str(path))
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("pixels were decoded"))
+    check_total_pixels(paths[:2])  # 80 Mpx together: allowed
+    with pytest.raises(HubError, match=f"120 megapixels together; at most {MAX_PIXELS_PER_CALL // 10**6}"):
+        check_total_pixels(paths)
 
 
 def test_a_large_pil_image_is_refused_too():
