@@ -1,20 +1,22 @@
 """Load: many visitors at once on each endpoint of the hub, served in its own process on loopback.
 
-For each endpoint, N visitors (threads, each its own gradio_client.Client, so its own session) are released
-together and make M requests each, one after another. Everything is bounded: the number of requests, and a hard
+For each endpoint, N visitors (threads, each with its own HTTP connection, on Gradio's REST route
+/gradio_api/call/<endpoint>, which goes through the same queue as the page) are released together and make M
+requests each, one after another. Everything is bounded: the number of requests, and a hard
 deadline per endpoint after which nothing more is sent and unfinished requests are cancelled. Reported per
 endpoint: answers (checked for real content, not only received), requests/s, p50/p95 latency, clean "queue is
 full" refusals (Gradio's queue holds --queue-size waiting requests), other errors, the server's memory (RSS)
 before, at its peak and after, and the throughput against one visitor alone on the same endpoint.
 
 The target is only ever 127.0.0.1: the bench starts the hub itself and never calls another address.
-Run: python -m bench.bench_load [--preset tiny|available] [--only fill_mask,generate] [--visitors N]
-[--requests M] [--deadline S]. `available` starts the hub without the tiny preset, offline, so each demo
-loads its real model if it is in the local cache (or a --model folder); an endpoint whose model cannot be loaded
-is skipped with the hub's message.
+Run: python -m bench.bench_load [--preset tiny|full-size|available] [--only fill_mask,generate] [--visitors N]
+[--requests M] [--deadline S]. `full-size` serves random-weight models of the default architectures at full size;
+`available` starts the hub without the tiny preset, offline, so each demo loads its real model where it is in the
+local cache (or a --model folder). An endpoint whose model cannot be loaded is skipped with the hub's message.
 """
 
 import argparse
+import json
 import math
 import os
 import subprocess
@@ -23,15 +25,15 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from gradio_client import Client, handle_file
-from gradio_client.exceptions import AppError
-from gradio_client.utils import QueueError
+import psutil
 from PIL import Image
 
 HOST = "127.0.0.1"  # loopback only: the load test never targets another address
@@ -107,10 +109,13 @@ def check_image(answer: Any) -> str | None:
     return None if extrema[0] != extrema[1] else "the image is one flat colour"
 
 
+PHOTO = "<the photo>"  # stands for the photo in an endpoint's arguments: each request uploads it, as a visitor does
+
+
 @dataclass
 class Endpoint:
     api_name: str
-    arguments: Callable[[str], tuple]  # the request's arguments, given the path of a photo to upload
+    arguments: tuple  # the first arguments; the endpoint's own defaults fill in the rest
     check: Callable[[Any], str | None]  # None for a right answer
     visitors: int  # the default load on the tiny preset
     requests: int
@@ -118,16 +123,14 @@ class Endpoint:
 
 
 ENDPOINTS = {
-    "fill_mask": Endpoint("/fill_mask", lambda photo: (MASKED, 5), lambda a: check_label(a, 5), 40, 10),
-    "generate": Endpoint("/generate", lambda photo: (PROMPT,), check_stream, 70, 1, streaming=True),
-    "classify_image": Endpoint(
-        "/classify_image", lambda photo: (handle_file(photo), 5), lambda a: check_label(a, 5), 10, 3
-    ),
-    "zero_shot": Endpoint("/zero_shot", lambda photo: (handle_file(photo), ", ".join(LABELS)), check_zero_shot, 10, 3),
-    "attention": Endpoint("/attention", lambda photo: (SENTENCE, "encoder", 1, 1), check_attention, 20, 5),
+    "fill_mask": Endpoint("/fill_mask", (MASKED, 5), lambda a: check_label(a, 5), 40, 10),
+    "generate": Endpoint("/generate", (PROMPT,), check_stream, 70, 1, streaming=True),
+    "classify_image": Endpoint("/classify_image", (PHOTO, 5), lambda a: check_label(a, 5), 10, 3),
+    "zero_shot": Endpoint("/zero_shot", (PHOTO, ", ".join(LABELS)), check_zero_shot, 10, 3),
+    "attention": Endpoint("/attention", (SENTENCE, "encoder", 1, 1), check_attention, 20, 5),
     "text_to_image": Endpoint(
         "/text_to_image",
-        lambda photo: ("A watercolor lighthouse", "", 1, 0.0, IMAGE_SIDE, IMAGE_SIDE, 0, 1, False),
+        ("A watercolor lighthouse", "", 1, 0.0, IMAGE_SIDE, IMAGE_SIDE, 0, 1, False),
         check_image,
         6,
         2,
@@ -156,6 +159,7 @@ class LoadResult:
     outcomes: list[Outcome]
     seconds: float  # from the visitors' release to the last outcome
     rss_mb: tuple[float, float, float] | None = None  # server memory before, peak, after
+    cpu_s: tuple[float, float] = (0.0, 0.0)  # CPU seconds of the server and of the visitors' process, while loaded
 
     def count(self, kind: str) -> int:
         return sum(outcome.kind == kind for outcome in self.outcomes)
@@ -170,10 +174,7 @@ class LoadResult:
 
     def messages(self) -> list[str]:
         """Each distinct error message once, with how often it came."""
-        found: dict[str, int] = {}
-        for o in self.outcomes:
-            if o.kind in ("error", "wrong answer"):
-                found[f"{o.kind}: {o.message}"] = found.get(f"{o.kind}: {o.message}", 0) + 1
+        found = Counter(f"{o.kind}: {o.message}" for o in self.outcomes if o.kind in ("error", "wrong answer"))
         return [f"{n} x {message}" for message, n in found.items()]
 
 
@@ -182,69 +183,101 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)] if sorted_values else float("nan")
 
 
-def connect(url: str, download_dir: str) -> Client:
-    # No client-side read timeout: a visitor waits as a browser would; the deadline bounds every wait instead.
-    return Client(
-        url, verbose=False, download_files=download_dir, httpx_kwargs={"timeout": httpx.Timeout(60.0, read=None)}
-    )
+def full_arguments(url: str, endpoint: Endpoint) -> list:
+    """The endpoint's arguments with its own defaults after them: the REST route takes every input."""
+    info = httpx.get(f"{url}gradio_api/info", timeout=60).raise_for_status().json()
+    parameters = info["named_endpoints"][endpoint.api_name]["parameters"]
+    return [*endpoint.arguments, *(p["parameter_default"] for p in parameters[len(endpoint.arguments) :])]
 
 
-def ask(client: Client, endpoint: Endpoint, arguments: tuple, deadline: float) -> Outcome:
-    """One request, waiting at most until the deadline (then it is cancelled)."""
-    start = time.perf_counter()
-    job = client.submit(*arguments, api_name=endpoint.api_name)
-    try:
-        answer = job.result(timeout=max(0.0, deadline - time.monotonic()))
-    except TimeoutError:
-        job.cancel()
-        return Outcome("deadline", message="still running at the deadline: cancelled")
-    except QueueError as error:
-        return Outcome("queue full", message=str(error))
-    except AppError as error:
-        return Outcome("error", message=str(error)[:200])
-    except Exception as error:  # a connection or protocol failure: counted, and the visitor goes on
-        return Outcome("error", message=f"{type(error).__name__}: {str(error)[:160]}")
-    seconds = time.perf_counter() - start
-    checked = job.outputs() if endpoint.streaming else answer
-    wrong = endpoint.check(checked)
-    return Outcome("wrong answer", seconds, answer, wrong) if wrong else Outcome("answer", seconds, answer)
+class Visitor:
+    """One visitor on Gradio's REST route (POST /gradio_api/call/<endpoint>, then its event stream), with its own
+    HTTP connection. Lighter on the client side than a gradio_client.Client, so the CPU goes to the server."""
+
+    def __init__(self, url: str, download_dir: str) -> None:
+        self.url, self.download_dir = url, Path(download_dir)
+        # No read timeout of its own: a visitor waits as a browser would; the deadline bounds every wait instead.
+        self.http = httpx.Client(base_url=f"{url}gradio_api/", timeout=httpx.Timeout(60.0, read=None))
+
+    def upload(self, path: str) -> dict:
+        with open(path, "rb") as file:
+            response = self.http.post("upload", files={"files": file}).raise_for_status()
+        return {"path": response.json()[0], "meta": {"_type": "gradio.FileData"}}
+
+    def download(self, answer: Any) -> Any:
+        """A file in the answer is fetched (from this server only), as a browser shows it; its local path is kept."""
+        if not (isinstance(answer, dict) and answer.get("meta", {}).get("_type") == "gradio.FileData"):
+            return answer
+        if not answer["url"].startswith(self.url):
+            raise ValueError(f"the answer points away from the hub: {answer['url']}")
+        path = self.download_dir / f"{uuid.uuid4().hex}-{Path(answer['path']).name}"
+        path.write_bytes(self.http.get(answer["url"]).raise_for_status().content)
+        return str(path)
+
+    def ask(self, endpoint: Endpoint, arguments: list, photo: str, deadline: float) -> Outcome:
+        """One request, waiting at most until the deadline (then the visitor hangs up)."""
+        start = time.perf_counter()
+        name = endpoint.api_name.lstrip("/")
+        try:
+            data = [self.upload(photo) if argument == PHOTO else argument for argument in arguments]
+            response = self.http.post(f"call/{name}", json={"data": data})
+            if response.status_code == 503:  # Gradio's queue holds its maximum: a clean refusal
+                return Outcome("queue full", message=response.json().get("detail", ""))
+            event_id = response.raise_for_status().json()["event_id"]
+            wait = httpx.Timeout(60.0, read=max(0.01, deadline - time.monotonic()))
+            updates, event = [], None
+            with self.http.stream("GET", f"call/{name}/{event_id}", timeout=wait) as stream:
+                for line in stream.iter_lines():
+                    if time.monotonic() > deadline:
+                        return Outcome("deadline", message="still running at the deadline: hung up")
+                    if line.startswith("event: "):
+                        event = line.removeprefix("event: ")
+                    elif line.startswith("data: ") and event in ("generating", "complete", "error"):
+                        data = json.loads(line.removeprefix("data: "))
+                        if event == "error":
+                            message = data.get("error") if isinstance(data, dict) else data
+                            return Outcome("error", message=str(message)[:200])
+                        updates.append(data[0])  # the first output; gr.State outputs come as null
+                        if event == "complete":
+                            break
+            if event != "complete":
+                return Outcome("error", message="the event stream ended without an answer")
+            answer = self.download(updates[-1])
+        except httpx.TimeoutException:
+            return Outcome("deadline", message="still running at the deadline: hung up")
+        except Exception as error:  # a connection or protocol failure: counted, and the visitor goes on
+            return Outcome("error", message=f"{type(error).__name__}: {str(error)[:160]}")
+        seconds = time.perf_counter() - start
+        wrong = endpoint.check(updates if endpoint.streaming else answer)
+        return Outcome("wrong answer", seconds, answer, wrong) if wrong else Outcome("answer", seconds, answer)
 
 
-def visitor(url: str, endpoint: Endpoint, arguments: tuple, requests: int, start: threading.Barrier,
-            deadline: list[float], download_dir: str, outcomes: list[Outcome]) -> None:  # fmt: skip
-    """One visitor: connects, waits for the others, then makes its requests one after another."""
-    try:
-        client = connect(url, download_dir)
-    except Exception as error:
-        client, failure = None, Outcome("error", message=f"could not connect: {type(error).__name__}: {error}")
+def visit(url: str, endpoint: Endpoint, arguments: list, photo: str, requests: int, start: threading.Barrier,
+          deadline: list[float], download_dir: str, outcomes: list[Outcome]) -> None:  # fmt: skip
+    """One visitor: waits for the others, then makes its requests one after another."""
+    visitor = Visitor(url, download_dir)
     try:
         start.wait()
-    except threading.BrokenBarrierError:
-        return
-    try:
         for _ in range(requests):
-            if client is None:
-                outcomes.append(failure)
-            elif time.monotonic() >= deadline[0]:
+            if time.monotonic() >= deadline[0]:
                 outcomes.append(Outcome("deadline", message="not sent: the deadline had passed"))
             else:
-                outcomes.append(ask(client, endpoint, arguments, deadline[0]))
+                outcomes.append(visitor.ask(endpoint, arguments, photo, deadline[0]))
+    except threading.BrokenBarrierError:
+        pass
     finally:
-        if client is not None:
-            client.close()
+        visitor.http.close()
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of a process in MiB (psutil where installed, else Linux's /proc)."""
-    try:
-        import psutil
+    """Resident memory of a process in MiB (psutil comes with accelerate, a dependency of the hub)."""
+    return psutil.Process(pid).memory_info().rss / 2**20
 
-        return psutil.Process(pid).memory_info().rss / 2**20
-    except ImportError:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far, all its threads together."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def run_load(url: str, endpoint: Endpoint, visitors: int, requests: int, deadline_s: float, photo: str = "",
@@ -255,18 +288,19 @@ def run_load(url: str, endpoint: Endpoint, visitors: int, requests: int, deadlin
         raise ValueError(f"the load test only calls {HOST}, not {url}")
     pid = server_pid or os.getpid()
     download_dir = download_dir or tempfile.mkdtemp(prefix="bench-load-")
-    arguments = endpoint.arguments(photo)
+    arguments = full_arguments(url, endpoint)
     outcomes: list[Outcome] = []  # list.append is atomic: the visitor threads share it
-    deadline, began = [math.inf], [0.0]
+    deadline, began, cpu_at_start = [math.inf], [0.0], [0.0, 0.0]
 
-    def release() -> None:  # the clock starts once every visitor is connected (70 clients take a while)
+    def release() -> None:  # the clock starts once every visitor is ready
         began[0], deadline[0] = time.perf_counter(), time.monotonic() + deadline_s
+        cpu_at_start[:] = cpu_seconds(pid), time.process_time()
 
     start = threading.Barrier(visitors + 1, action=release, timeout=120)
     threads = [
         threading.Thread(
-            target=visitor,
-            args=(url, endpoint, arguments, requests, start, deadline, download_dir, outcomes),
+            target=visit,
+            args=(url, endpoint, arguments, photo, requests, start, deadline, download_dir, outcomes),
             daemon=True,  # a visitor stuck past the deadline never keeps the bench alive
         )
         for _ in range(visitors)
@@ -280,9 +314,11 @@ def run_load(url: str, endpoint: Endpoint, visitors: int, requests: int, deadlin
         time.sleep(0.25)
     seconds = max((o.ended for o in outcomes), default=began[0]) - began[0]
     after = rss_mb(pid)
+    cpu = (cpu_seconds(pid) - cpu_at_start[0], time.process_time() - cpu_at_start[1])
     missing = visitors * requests - len(outcomes)  # visitors still stuck 10 s past the deadline
     outcomes += [Outcome("deadline", message="no outcome 10 s after the deadline")] * max(0, missing)
-    return LoadResult(endpoint.api_name, visitors, requests, list(outcomes), seconds, (before, max(peak, after), after))
+    memory = (before, max(peak, after), after)
+    return LoadResult(endpoint.api_name, visitors, requests, list(outcomes), seconds, memory, cpu)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -297,9 +333,23 @@ def start_hub(
     command += ["--queue-size", str(queue_size)] if queue_size else []
     for model in models:
         command += ["--model", model]
-    print("hub:", " ".join(command[1:]), flush=True)
+    say("hub: " + " ".join(command[1:]))
     with log.open("w") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent)
+
+
+def build_full_size(folder: Path) -> list[str]:
+    """Random-weight models of the default architectures at full size, built as the other benchmarks build them
+    (same arithmetic as the real ones, no download): GPT-2 124M, BERT base, ViT-B/16, CLIP ViT-B/32."""
+    from bench.bench_language import build_full_size_models
+    from bench.bench_vision import save_random_clip, save_random_vit
+
+    models = build_full_size_models(folder)
+    for demo_id, save in (("image-classification", save_random_vit), ("zero-shot", save_random_clip)):
+        (folder / demo_id).mkdir(parents=True)
+        save(folder / demo_id)
+        models[demo_id] = str(folder / demo_id)
+    return [f"{demo_id}={path}" for demo_id, path in models.items()]
 
 
 def wait_until_served(url: str, hub: subprocess.Popen, log: Path, timeout_s: float = 300) -> None:
@@ -318,12 +368,31 @@ def wait_until_served(url: str, hub: subprocess.Popen, log: Path, timeout_s: flo
 
 def warm_up(url: str, endpoint: Endpoint, photo: str, download_dir: str, timeout_s: float) -> str | None:
     """One request first, not counted: it loads the model. Returns why the endpoint cannot be measured, or None."""
-    client = connect(url, download_dir)
+    visitor = Visitor(url, download_dir)
     try:
-        outcome = ask(client, endpoint, endpoint.arguments(photo), time.monotonic() + timeout_s)
+        outcome = visitor.ask(endpoint, full_arguments(url, endpoint), photo, time.monotonic() + timeout_s)
     finally:
-        client.close()
+        visitor.http.close()
     return None if outcome.kind == "answer" else f"{outcome.kind}: {outcome.message}"
+
+
+def server_is_idle(url: str, pid: int, timeout_s: float = 60) -> bool:
+    """Wait until nothing waits in Gradio's queue and the server's CPU is quiet (what was cut has stopped)."""
+    stop = time.monotonic() + timeout_s
+    while time.monotonic() < stop:
+        used = cpu_seconds(pid)
+        time.sleep(1)
+        waiting = httpx.get(f"{url}gradio_api/queue/status", timeout=30).json()["queue_size"]
+        if waiting == 0 and cpu_seconds(pid) - used < 0.3:
+            return True
+    return False
+
+
+STARTED = time.monotonic()
+
+
+def say(message: str) -> None:
+    print(f"[{time.monotonic() - STARTED:5.0f} s] {message}", flush=True)
 
 
 def load_average() -> str:
@@ -345,23 +414,30 @@ def row(result: LoadResult, alone_per_s: float | None) -> dict:
         "errors": result.count("error") + result.count("wrong answer"),
         "cut by deadline": result.count("deadline"),
         "server MiB before / peak / after": f"{before:.0f} / {peak:.0f} / {after:.0f}",
+        "CPU s server / visitors": f"{result.cpu_s[0]:.0f} / {result.cpu_s[1]:.0f}",
     }
 
 
 def main() -> None:
     # First: the bench's private temp folder and offline settings, which the hub process inherits.
     from bench.bench_inside import cpu_name
-    from bench.common import _TEMP, free_port, markdown_table
+    from bench.common import free_port, markdown_table
     from hub.device import pick_device, resolve_dtype
     from hub.images import example_photos
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=["tiny", "available"], default="tiny")
+    parser.add_argument(
+        "--preset",
+        choices=["tiny", "full-size", "available"],
+        default="tiny",
+        help="tiny: the hub's tiny preset; full-size: random-weight models of the default architectures at full "
+        "size (text to image is skipped: see bench_text_to_image); available: whatever is in the local cache",
+    )
     parser.add_argument("--only", help=f"comma-separated endpoints [{','.join(ENDPOINTS)}]")
     parser.add_argument("--visitors", type=int, help="visitors per endpoint [each endpoint's own default]")
     parser.add_argument("--requests", type=int, help="requests per visitor [each endpoint's own default]")
-    parser.add_argument("--deadline", type=float, default=120, help="seconds per endpoint [%(default)s]")
-    parser.add_argument("--alone", type=int, default=5, help="requests of one visitor alone, the baseline (0: none)")
+    parser.add_argument("--deadline", type=float, default=90, help="seconds per endpoint [%(default)s]")
+    parser.add_argument("--alone", type=int, default=3, help="requests of one visitor alone, the baseline (0: none)")
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     parser.add_argument("--queue-size", type=int, help="the hub's queue size [the hub's default]")
     parser.add_argument("--model", action="append", default=[], metavar="DEMO=DIR", help="passed on to the hub")
@@ -372,24 +448,27 @@ def main() -> None:
 
     dtype = str(resolve_dtype(args.dtype, pick_device())).replace("torch.", "")  # the hub gets it resolved
     load_at_start = load_average()
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; dtype {dtype}; preset {args.preset}", flush=True)
-    print(f"load average {load_at_start}", flush=True)
-    scratch = Path(_TEMP)
+    say(f"CPU: {cpu_name()}, {os.cpu_count()} cores; dtype {dtype}; preset {args.preset}; load {load_at_start}")
+    scratch = Path(tempfile.mkdtemp(prefix="bench-load-"))  # inside the bench's temp folder, removed at exit
     photo = scratch / "cat.jpg"
     Image.fromarray(example_photos()[0]).save(photo, quality=95)  # 451 x 300, like a photo from a phone, smaller
+    models = args.model
+    if args.preset == "full-size":
+        say("building random-weight full-size models ...")
+        models = build_full_size(scratch / "models") + models
     port = free_port()
     url, log = f"http://{HOST}:{port}/", scratch / "hub.log"
-    hub = start_hub(port, args.preset, dtype, args.queue_size, args.model, log)
+    hub = start_hub(port, args.preset, dtype, args.queue_size, models, log)
     rows, notes = [], []
     try:
         wait_until_served(url, hub, log)
-        print(f"served at {url}; server memory {rss_mb(hub.pid):.0f} MiB\n", flush=True)
+        say(f"served at {url}; server memory {rss_mb(hub.pid):.0f} MiB")
         for name in names:
             endpoint = ENDPOINTS[name]
             visitors, requests = args.visitors or endpoint.visitors, args.requests or endpoint.requests
-            print(f"{endpoint.api_name}: warm-up ...", flush=True)
+            say(f"{endpoint.api_name}: warm-up ...")
             if why := warm_up(url, endpoint, str(photo), str(scratch), args.deadline):
-                print(f"{endpoint.api_name}: skipped, {why}", flush=True)
+                say(f"{endpoint.api_name}: skipped, {why}")
                 notes.append(f"`{endpoint.api_name}` skipped: {why}")
                 continue
             alone = None
@@ -399,8 +478,9 @@ def main() -> None:
             result = run_load(url, endpoint, visitors, requests, args.deadline, str(photo), hub.pid, str(scratch))
             rows.append(row(result, alone))
             notes += [f"`{endpoint.api_name}`: {message}" for message in result.messages()]
-            print(" | ".join(f"{key} {value}" for key, value in rows[-1].items()), flush=True)
-            time.sleep(2)  # cancelled requests wind down before the next endpoint
+            say(" | ".join(f"{k} {v}" for k, v in rows[-1].items()))
+            if not server_is_idle(url, hub.pid):
+                notes.append(f"the server was still busy 60 s after `{endpoint.api_name}`: the next row overlaps it")
     finally:
         hub.terminate()
         try:
