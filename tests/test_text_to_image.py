@@ -217,6 +217,19 @@ def test_closing_the_stream_stops_the_pipeline_thread(generator):
         next(stream)
 
 
+def resident_mb() -> float:
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
+
+
+def test_memory_comes_back_down_after_a_large_generation(generator):
+    """glibc keeps what torch's worker threads freed in their arenas; a finished job hands it back (hub.jobs)."""
+    text_to_image(generator, PROMPT, ImageSettings(**SMALL))
+    before = resident_mb()
+    text_to_image(generator, PROMPT, ImageSettings(steps=2, width=1024, height=1024, num_images=4))
+    time.sleep(0.2)
+    assert resident_mb() - before < 60, f"{resident_mb() - before:.0f} MB stayed after the run"
+
+
 def test_two_generations_at_once_give_the_same_images_as_one_by_one(generator):
     """With diffusion_concurrency > 1 calls share the models; each must keep its own scheduler state."""
     settings = [ImageSettings(steps=3, seed=seed, **SMALL) for seed in (30, 31)]
