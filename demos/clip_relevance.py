@@ -20,7 +20,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from gradio.data_classes import FileData
-from gradio_client.utils import is_file_obj_with_meta
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
@@ -39,7 +38,7 @@ from demos.clip_zero_shot import (
 from hub.checks import check_text
 from hub.errors import HubError
 from hub.figures import figure_png
-from hub.images import load_image
+from hub.images import load_image, uploaded_file
 from hub.models import ModelStore
 from hub.ui import code_accordion, figure_image, load_model, show_errors
 
@@ -202,16 +201,6 @@ def clip_relevance(
     return {"grid": list(result.grid), "relevance": result.relevance[0].flatten().tolist()}
 
 
-def uploaded_image(image: Any) -> dict:
-    """What the API reads: a file uploaded through Gradio (gradio_client's handle_file), never a path on the server."""
-    if not is_file_obj_with_meta(image):
-        raise HubError(
-            "Image must be an uploaded image file (gradio_client.handle_file(path)), "
-            f"got {type(image).__name__ if not isinstance(image, dict) else 'a dict that is not an uploaded file'}."
-        )
-    return image
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The figure and the code
 
@@ -325,6 +314,6 @@ def relevance_section(store: ModelStore, image: gr.Image, labels: gr.Textbox, te
         image: FileData, label: str, template: str = DEFAULT_TEMPLATE, ensemble: bool = False
     ) -> dict:
         """Which patches of the image match one label: {"grid": [rows, cols], "relevance": [rows*cols values]}."""
-        return clip_relevance(store.get(DEMO_ID), uploaded_image(image), label, template, ensemble)
+        return clip_relevance(store.get(DEMO_ID), uploaded_file(image), label, template, ensemble)
 
     gr.api(show_errors(clip_relevance_api), api_name="clip_relevance")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gradio_client.utils import is_file_obj_with_meta
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hub.errors import HubError
@@ -27,6 +28,15 @@ def image_path(image: Any) -> str | None:
     if isinstance(image, str | Path) and str(image):
         return str(image)
     return None
+
+
+def uploaded_file(value: Any, name: str = "Image") -> dict:
+    """What a JSON endpoint (gr.api) may read: a file uploaded through Gradio (gradio_client's handle_file sends
+    one), which Gradio has checked lies in its upload folder; never a path on the server named by the caller."""
+    if not is_file_obj_with_meta(value):
+        got = "a dict that is not an uploaded file" if isinstance(value, dict) else type(value).__name__
+        raise HubError(f"{name} must be an uploaded image file (gradio_client.handle_file(path)), got {got}.")
+    return value
 
 
 def load_image(image: Any, name: str = "Image") -> Image.Image:
