@@ -1,10 +1,15 @@
 """Vision benchmark: full-size random-weight ViT-B/16 (timm) and CLIP ViT-B/32 (open_clip), each request through the
 hub's core and its HTTP API against the bare library recipe on the same model and dtype, in one run.
 CLIP also with a repeated label set (text embeddings cached) against a new label set each request.
+/vit_attention (where ViT looks) against timm's forward with attentions (fused attention off, AttentionExtract).
 
-    python -m bench.bench_vision            # prints markdown tables for the README
+    python -m bench.bench_vision                    # prints markdown tables for the README
+    python -m bench.bench_vision --preset tiny      # the tiny test models: a quick check of the overheads
+    python -m bench.bench_vision --model DIR        # a ViT saved by timm's save_for_hf instead of ViT-B/16
 """
 
+import argparse
+import copy
 import itertools
 import json
 import statistics
@@ -22,11 +27,13 @@ from gradio_client import handle_file
 from PIL import Image
 from safetensors.torch import save_file
 from timm.data import create_transform, resolve_model_data_config
+from timm.utils import AttentionExtract
 
 from bench.common import do_nothing_round_trip, markdown_table, served, within_target
 from demos import clip_zero_shot, image_classification
 from demos.clip_zero_shot import zero_shot
-from demos.image_classification import classify_image
+from demos.image_classification import build_tiny_vit, classify_image
+from demos.vit_attention import vit_attention
 from hub.images import example_photos
 from hub.models import ModelStore
 from hub.settings import Settings
@@ -58,6 +65,25 @@ def bare_vit(model: torch.nn.Module, path: Path) -> None:
     with torch.inference_mode():
         pixels = transform(Image.open(path).convert("RGB")).unsqueeze(0).to(dtype)
         model(pixels)[0].float().softmax(-1).topk(5)
+
+
+def attention_extractor(model: torch.nn.Module) -> AttentionExtract:
+    """timm's own way to read attention maps, on a view sharing the loaded weights with fused attention off (the
+    fused kernel never forms the softmax); the hub's view is left alone, so neither carries the other's hooks."""
+    view = copy.deepcopy(model, memo={id(t): t for t in (*model.parameters(), *model.buffers())})
+    for block in view.blocks:
+        block.attn.fused_attn = False
+    return AttentionExtract(view, method="hook")
+
+
+def bare_vit_attention(extract: AttentionExtract, path: Path) -> None:
+    """The bare forward with attentions from the file: decode, the model's transform, one forward, every map."""
+    model = extract.model
+    transform = create_transform(**resolve_model_data_config(model), is_training=False)
+    dtype = next(model.parameters()).dtype
+    with torch.inference_mode():
+        pixels = transform(Image.open(path).convert("RGB")).unsqueeze(0).to(dtype)
+        [a.float() for a in extract(pixels).values()]
 
 
 def bare_clip(model: torch.nn.Module, preprocess, tokenizer, path: Path, labels: list[str]) -> None:
@@ -98,7 +124,9 @@ def interleaved_medians(calls: dict[str, Callable[[], object]], repeat: int = RE
     return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
-def bench_dtype(dtype_name: str, vit_dir: Path, clip_dir: Path, photo: Path, cache: Path):
+def bench_dtype(
+    dtype_name: str, vit_dir: Path, clip_dir: Path, photo: Path, cache: Path, vit_name: str, clip_name: str, repeat: int
+):
     settings = Settings(
         demos=["image-classification", "zero-shot"],
         models={"image-classification": str(vit_dir), "zero-shot": str(clip_dir)},
@@ -129,9 +157,30 @@ def bench_dtype(dtype_name: str, vit_dir: Path, clip_dir: Path, photo: Path, cac
                 "bare": lambda: bare_vit(classifier.model, photo),
                 "core": lambda: classify_image(classifier, str(photo), 5),
                 "http": lambda: client.predict(handle_file(str(photo)), 5, api_name="/classify_image"),
-            }
+            },
+            repeat,
         )
-        vit_row = row("ViT-B/16", store.dtype, vit["bare"], vit["core"], vit["http"], vit["round trip"])
+        vit_row = row(vit_name, store.dtype, vit["bare"], vit["core"], vit["http"], vit["round trip"])
+
+        # Where ViT looks: hub and bare calls alternate, as above (rollout, the default view).
+        extract = attention_extractor(classifier.model)
+        looks = interleaved_medians(
+            {
+                "round trip": do_nothing,
+                "bare": lambda: bare_vit_attention(extract, photo),
+                "core": lambda: vit_attention(classifier, str(photo)),
+                "http": lambda: client.predict(handle_file(str(photo)), api_name="/vit_attention"),
+            },
+            repeat,
+        )
+        attention_row = row(
+            f"{vit_name} /vit_attention (bare: forward with attentions)",
+            store.dtype,
+            looks["bare"],
+            looks["core"],
+            looks["http"],
+            looks["round trip"],
+        )
 
         labels = [label.strip() for label in LABELS.split(",")]
         counter = itertools.count()
@@ -161,12 +210,13 @@ def bench_dtype(dtype_name: str, vit_dir: Path, clip_dir: Path, photo: Path, cac
                 "core repeated": lambda: zero_shot(clip, [str(photo)], LABELS),
                 "http new": counted("new", lambda: http(new_labels())),
                 "http repeated": counted("repeated", lambda: http(LABELS)),
-            }
+            },
+            repeat,
         )
-        calls = REPEAT + 1
+        calls = repeat + 1
         clip_rows = [
             row(
-                f"CLIP ViT-B/32, {kind} label set",
+                f"{clip_name}, {kind} label set",
                 store.dtype,
                 timings["bare"],
                 timings[f"core {kind}"],
@@ -176,28 +226,55 @@ def bench_dtype(dtype_name: str, vit_dir: Path, clip_dir: Path, photo: Path, cac
             )
             for kind in ("new", "repeated")
         ]
-    return vit_row, clip_rows
+    return [vit_row, attention_row], clip_rows
+
+
+def models(preset: str, vit_model: str | None, scratch: Path) -> tuple[Path, Path, str, str]:
+    """The ViT and CLIP folders to measure, and their names for the tables."""
+    vit_dir, clip_dir = scratch / "vit", scratch / "clip"
+    vit_dir.mkdir()
+    clip_dir.mkdir()
+    if preset == "tiny":
+        build_tiny_vit(vit_dir)
+        clip_zero_shot.DEMO.build_tiny(clip_dir)
+        vit_name, clip_name = "tiny ViT", "tiny CLIP"
+    else:
+        save_random_clip(clip_dir)
+        vit_name, clip_name = "ViT-B/16", "CLIP ViT-B/32"
+        try:
+            save_random_vit(vit_dir)
+        except Exception as error:  # e.g. no memory for it: measure the tiny one rather than nothing
+            print(f"ViT-B/16 could not be built ({error}); measuring the tiny ViT instead.\n")
+            build_tiny_vit(vit_dir)
+            vit_name = "tiny ViT"
+    if vit_model:
+        vit_dir, vit_name = Path(vit_model), Path(vit_model).name
+    return vit_dir, clip_dir, vit_name, clip_name
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=["full", "tiny"], default="full", help="full-size random weights or tiny")
+    parser.add_argument("--model", help="a local ViT folder (timm save_for_hf) to measure instead of the preset's")
+    parser.add_argument("--dtypes", default="float32,auto", help="comma-separated dtypes to measure [%(default)s]")
+    parser.add_argument("--repeat", type=int, default=REPEAT, help="timed rounds per call [%(default)s]")
+    args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="bench-vision-") as scratch:
         scratch = Path(scratch)
-        vit_dir, clip_dir = scratch / "vit", scratch / "clip"
-        vit_dir.mkdir()
-        clip_dir.mkdir()
-        save_random_vit(vit_dir)
-        save_random_clip(clip_dir)
+        vit_dir, clip_dir, vit_name, clip_name = models(args.preset, args.model, scratch)
         photo = scratch / "coffee.jpg"
         Image.fromarray(np.asarray(example_photos()[1])).save(photo, quality=95)  # 600x400, like a web photo
 
         text_round_trip = do_nothing_round_trip()
         print(f"Gradio do-nothing round trip, text: {text_round_trip * 1e3:.0f} ms\n")
         vit_rows, clip_rows = [], []
-        for dtype_name in ("float32", "auto"):
-            vit_row, more = bench_dtype(dtype_name, vit_dir, clip_dir, photo, scratch / "cache")
-            vit_rows.append(vit_row)
-            clip_rows += more
+        for dtype_name in args.dtypes.split(","):
+            more_vit, more_clip = bench_dtype(
+                dtype_name, vit_dir, clip_dir, photo, scratch / "cache", vit_name, clip_name, args.repeat
+            )
+            vit_rows += more_vit
+            clip_rows += more_clip
         print(markdown_table(vit_rows))
         print()
         print(markdown_table(clip_rows))

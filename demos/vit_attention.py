@@ -149,12 +149,14 @@ def rollout(weights: np.ndarray) -> np.ndarray:
     return flow
 
 
-def check_layer_head(maps: VitAttention, layer: Any, head: Any) -> tuple[int, int]:
-    layer = check_int(layer, "Layer (0 = rollout over all layers)", 0, maps.layers)
-    head = check_int(head, "Head (0 = the mean over heads)", 0, maps.heads)
+def check_layer_head(model: torch.nn.Module, layer: Any, head: Any) -> tuple[int, int]:
+    """A layer from 1 (0 = the rollout) and a head from 1 (0 = the mean over heads) that the model has."""
+    layers, heads = len(model.blocks), model.blocks[0].attn.num_heads
+    layer = check_int(layer, "Layer (0 = rollout over all layers)", 0, layers)
+    head = check_int(head, "Head (0 = the mean over heads)", 0, heads)
     if layer == 0 and head != 0:
         raise HubError(
-            f"Head: the rollout (layer 0) mixes every head; ask for head 0, or for a layer from 1 to {maps.layers} "
+            f"Head: the rollout (layer 0) mixes every head; ask for head 0, or for a layer from 1 to {layers} "
             "to see one head."
         )
     return layer, head
@@ -172,8 +174,9 @@ def attention_row(maps: VitAttention, layer: int, head: int, query: int = 0) -> 
 
 def vit_attention(classifier: Any, image: Any, layer: Any = 0, head: Any = 0) -> dict:
     """/vit_attention: the class token's attention over the patches, row-major, as fractions of its attention."""
+    check_supported(classifier.model)
+    layer, head = check_layer_head(classifier.model, layer, head)
     maps = read_attention(classifier, image)
-    layer, head = check_layer_head(maps, layer, head)
     weights = attention_row(maps, layer, head)[maps.prefix :]
     return {"grid": list(maps.grid), "weights": weights.tolist(), "layer": layer, "head": head}
 
@@ -372,9 +375,10 @@ def vit_attention_section(store: ModelStore, image: gr.Image) -> None:
 
     def show(image: Any, layer: float, head: float, query: float, progress=gr.Progress()):
         classifier = load_model(store, DEMO_ID, progress)
+        check_supported(classifier.model)
+        rollout_with_a_head = layer == 0 and head != 0
+        layer, head = check_layer_head(classifier.model, layer, 0 if layer == 0 else head)
         maps = read_attention(classifier, image)
-        layer = check_int(layer, "Layer (0 = rollout over all layers)", 0, maps.layers)
-        head = 0 if layer == 0 else check_int(head, "Head (0 = the mean over heads)", 0, maps.heads)
         query = check_int(query or 0, "Query (0 = the class token, else a patch)", 0, maps.grid[0] * maps.grid[1])
         row = attention_row(maps, layer, head, query)
         title = ("Rollout" if layer == 0 else f"Layer {layer}, " + (f"head {head}" if head else "mean over heads")) + (
@@ -383,7 +387,12 @@ def vit_attention_section(store: ModelStore, image: gr.Image) -> None:
         return (
             overlay(maps, row[maps.prefix :], query),
             patch_figure(maps, row[maps.prefix :], title),
-            describe(maps, layer, head, query, row),
+            describe(maps, layer, head, query, row)
+            + (
+                " (The rollout mixes every head: the head slider applies to a single layer.)"
+                if rollout_with_a_head
+                else ""
+            ),
             cached_similarity_figure(classifier.model),
             reproduce_code(classifier, layer, head, query, store.dtype),
             gr.Slider(maximum=maps.layers),
