@@ -22,7 +22,7 @@ from timm.models import VisionTransformer
 from hub.checks import check_int
 from hub.errors import HubError
 from hub.figures import figure_png, heatmap
-from hub.images import load_image
+from hub.images import load_image, uploaded_file
 from hub.models import ModelStore
 from hub.ui import code_accordion, figure_image, load_model, show_errors
 
@@ -420,11 +420,8 @@ def register_api(store: ModelStore) -> None:
     def vit_attention_api(image: dict | None, layer: int = 0, head: int = 0) -> dict:
         """The class token's attention over the patches (row-major): layer 0 = rollout over all layers, else a
         layer counted from 1; head 0 = the mean over heads, else a head counted from 1."""
-        if image is not None and not isinstance(image, dict):  # a bare path would read any file on the server
-            raise HubError(
-                'Image must be a file: over the API send {"path": ...} for an uploaded file (gradio_client\'s '
-                f"handle_file does it), got {type(image).__name__}."
-            )
+        if image is not None:  # None gets load_image's "no image given"
+            image = uploaded_file(image)  # never a path on the server that the caller names
         return vit_attention(store.get(DEMO_ID), image, layer, head)
 
     def vit_position_similarity_api() -> dict:

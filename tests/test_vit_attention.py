@@ -294,10 +294,12 @@ def rest_call(hub_url: str, api_name: str, data: list) -> str:
     "data, message",
     [
         ([None, 0, 0], "no image"),
-        ([42, 0, 0], "must be a file"),
-        ([["a"], 0, 0], "must be a file"),
-        (["/etc/hostname", 0, 0], "must be a file"),  # a bare path to a file on the server is never opened
-        ([{"path": "/definitely/not/here.png"}, 0, 0], "missing"),
+        ([42, 0, 0], "must be an uploaded image file"),
+        ([["a"], 0, 0], "must be an uploaded image file"),
+        # a path on the server that the caller names is never opened, as a string or as file data
+        (["/etc/hostname", 0, 0], "must be an uploaded image file"),
+        ([{"path": "/etc/hostname"}, 0, 0], "must be an uploaded image file"),
+        ([{"path": "/etc/hostname", "meta": {"_type": "gradio.FileData"}}, 0, 0], "cannot read"),
     ],
 )
 def test_rest_wrong_types_get_a_message(hub_url, data, message):
