@@ -52,7 +52,7 @@ def refusal(block: gr.components.Component, value: Any) -> str | None:
     elif isinstance(block, CHOICE_SLOTS):
         # The choices may change per visitor (columns read from a CSV), so only their type is checked here;
         # Gradio then checks the value against the visitor's own choices.
-        kinds = {type(choice) for _, choice in block.choices or []} or {str}
+        kinds = {type(choice) for _, choice in block.choices or []} or {str, int, float}  # none yet: any scalar
         values = value if getattr(block, "multiselect", False) and isinstance(value, list) else [value]
         if any(v is not None and type(v) not in kinds for v in values):
             return f"{name} must be one of its choices, got {as_text(value)}."
