@@ -406,7 +406,7 @@ def row(result: LoadResult, alone_per_s: float | None) -> dict:
         "endpoint": f"`{result.endpoint}`",
         "visitors x requests": f"{result.visitors} x {result.requests}",
         "answers": result.count("answer"),
-        "requests/s": f"{result.requests_per_s:.1f}",
+        "requests/s": f"{result.requests_per_s:.{1 if result.requests_per_s >= 1 else 2}f}",
         "x one visitor": f"{result.requests_per_s / alone_per_s:.2f}" if alone_per_s else "-",
         "p50 s": f"{percentile(latencies, 0.5):.2f}",
         "p95 s": f"{percentile(latencies, 0.95):.2f}",
@@ -437,7 +437,7 @@ def main() -> None:
     parser.add_argument("--visitors", type=int, help="visitors per endpoint [each endpoint's own default]")
     parser.add_argument("--requests", type=int, help="requests per visitor [each endpoint's own default]")
     parser.add_argument("--deadline", type=float, default=90, help="seconds per endpoint [%(default)s]")
-    parser.add_argument("--alone", type=int, default=3, help="requests of one visitor alone, the baseline (0: none)")
+    parser.add_argument("--alone", type=int, default=10, help="requests of one visitor alone, the baseline (0: none)")
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     parser.add_argument("--queue-size", type=int, help="the hub's queue size [the hub's default]")
     parser.add_argument("--model", action="append", default=[], metavar="DEMO=DIR", help="passed on to the hub")
