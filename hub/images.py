@@ -69,7 +69,7 @@ def check_total_pixels(images: list[Any], max_pixels: int = MAX_PIXELS_PER_CALL)
         if isinstance(image, Image.Image):
             width, height = image.size
         elif (path := image_path(image)) is not None:
-            width, height = open_image_file(path, f"Image {n}").size
+            width, height = open_image_file(path, f"Image {n}" if len(images) > 1 else "Image").size
         else:
             continue  # load_image will say what is wrong with it
         total += width * height

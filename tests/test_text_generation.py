@@ -178,15 +178,22 @@ def test_api_streams_partial_text(client, store):
     assert partials[-1] == job.result()
 
 
-def test_api_cancel_stops_the_generation_thread(client, store):
+@pytest.mark.parametrize("reads_the_stream", [True, False])
+def test_api_cancel_stops_the_generation_thread(client, store, reads_the_stream):
+    """A caller who reads the streamed text and one who only waits for the end are stopped alike."""
     model = store.get("text-generation").model
-    hook = model.register_forward_pre_hook(lambda *args: time.sleep(0.05))  # 200 tokens would take 10 s
+    calls = []
+    hook = model.register_forward_pre_hook(lambda *args: calls.append(time.sleep(0.05)))  # 200 tokens take 10 s
     try:
         job = client.submit(PROMPT, 200, api_name="/generate")
         deadline = time.monotonic() + 30
-        while not job.outputs() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert job.outputs(), "no streamed output arrived"
+        if reads_the_stream:
+            while not job.outputs() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert job.outputs(), "no streamed output arrived"
+        else:
+            while len(calls) < 5 and time.monotonic() < deadline:
+                time.sleep(0.02)
         job.cancel()
         deadline = time.monotonic() + 5
         while running_generations and time.monotonic() < deadline:
