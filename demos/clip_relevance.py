@@ -8,7 +8,6 @@ says how much each patch contributed to that label. The loaded model is never ch
 encoder shares every weight tensor and asks its attention for the weights that open_clip does not ask for.
 """
 
-import copy
 import threading
 import types
 import weakref
@@ -39,7 +38,7 @@ from hub.checks import check_text
 from hub.errors import HubError
 from hub.figures import figure_png
 from hub.images import load_image, uploaded_file
-from hub.models import ModelStore
+from hub.models import ModelStore, weight_sharing_copy
 from hub.ui import code_accordion, figure_image, load_model, show_errors
 
 MAX_MAPS = 8  # the most probable labels drawn at once: each map costs one backward pass through the image encoder
@@ -78,10 +77,9 @@ def check_encoder(visual: nn.Module) -> None:
 
 
 def relevance_view(visual: VisionTransformer) -> VisionTransformer:
-    """A second module tree over the *same* weight tensors (the deepcopy memo maps each one to itself), whose blocks
+    """A second module tree over the *same* weight tensors (hub.models.weight_sharing_copy), whose blocks
     return their attention weights. The loaded model keeps its fast attention, which returns none."""
-    shared = {id(tensor): tensor for tensor in (*visual.parameters(), *visual.buffers())}
-    view = copy.deepcopy(visual, memo=shared)
+    view = weight_sharing_copy(visual)
     for block in view.transformer.resblocks:
         block.attention = types.MethodType(attention_with_weights, block)  # this block only, not the class
     return view.eval()

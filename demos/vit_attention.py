@@ -5,7 +5,6 @@ Every number comes from the classifier the image-classification tab loaded, read
 weights and computes attention the plain way (softmax included), so the tab's own /classify_image stays fused and fast.
 """
 
-import copy
 import threading
 import weakref
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from hub.checks import check_int
 from hub.errors import HubError
 from hub.figures import figure_png, heatmap
 from hub.images import load_image, uploaded_file
-from hub.models import ModelStore
+from hub.models import ModelStore, weight_sharing_copy
 from hub.ui import code_accordion, figure_image, load_model, show_errors
 
 DEMO_ID = "image-classification"  # the tab whose classifier these views read
@@ -50,8 +49,7 @@ class AttentionReader:
 
     def __init__(self, model: torch.nn.Module):
         check_supported(model)
-        shared = {id(tensor): tensor for tensor in (*model.parameters(), *model.buffers())}
-        self.model = copy.deepcopy(model, memo=shared).eval()
+        self.model = weight_sharing_copy(model).eval()
         self._captured = threading.local()
         for block in self.model.blocks:
             block.attn.fused_attn = False

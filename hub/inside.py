@@ -4,7 +4,6 @@ they look into, a view of a loaded model that returns its attention weights, and
 The views read the very models the task tabs load (text generation's decoder, fill-mask's encoder), never a copy.
 """
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +13,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from hub.checks import check_choice, check_int, check_text, check_unicode, use_model_mask
 from hub.errors import HubError, ModelUnavailableError
-from hub.models import ModelStore
+from hub.models import ModelStore, weight_sharing_copy
 
 ENCODER, DECODER, OFFLINE_ENCODER = "encoder", "decoder", "minilm"
 MODELS = (ENCODER, DECODER, OFFLINE_ENCODER)
@@ -89,8 +88,7 @@ def attention_view(model: PreTrainedModel) -> PreTrainedModel:
 
     transformers 5 runs sdpa by default, which returns no attention weights; switching the shared model to eager
     would slow text generation and race with it. Hooks set on the view (to switch heads off) stay on the view."""
-    shared = {id(tensor): tensor for tensor in (*model.parameters(), *model.buffers())}
-    view = copy.deepcopy(model, memo=shared)
+    view = weight_sharing_copy(model)
     view.set_attn_implementation("eager")
     return view.eval()
 

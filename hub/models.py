@@ -1,17 +1,21 @@
 """ModelStore: loads each demo's model once, lazily and thread-safely, and explains failures."""
 
+import copy
 import logging
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub.demo import Demo
 from hub.device import pick_device, resolve_dtype
 from hub.errors import ModelUnavailableError
 from hub.settings import Settings
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +110,11 @@ class ModelStore:
             raise ModelUnavailableError(
                 f"The {demo.title} model '{source}' could not be loaded ({_reason(error)}). {fix}"
             ) from error
+
+
+def weight_sharing_copy(module: "torch.nn.Module") -> "torch.nn.Module":
+    """A second module tree over the *same* parameter and buffer tensors (the deepcopy memo maps each to itself):
+    the views inside the models change how it computes (eager attention, hooks) without touching the loaded model,
+    which keeps its fast path, and without a second copy of the weights."""
+    shared = {id(tensor): tensor for tensor in (*module.parameters(), *module.buffers())}
+    return copy.deepcopy(module, memo=shared)
