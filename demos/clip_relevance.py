@@ -297,7 +297,9 @@ def relevance_section(store: ModelStore, image: gr.Image, labels: gr.Textbox, te
             "probable labels are drawn, each scaled to its own most relevant patch."
         )
         show = gr.Button("Show where each label matches")
-        figure = figure_image(label="Relevance of each patch to each label", elem_id="clip-relevance-figure")
+        figure = figure_image(
+            label="Relevance of each patch to each label", show_label=False, elem_id="clip-relevance-figure"
+        )
         code = code_accordion()
 
     @show_errors

@@ -365,10 +365,14 @@ def vit_attention_section(store: ModelStore, image: gr.Image) -> None:
             run = gr.Button("Show where it looks")
         with gr.Row():
             shown = figure_image(label="Over the model's input: click a patch", elem_id="vit-attention-overlay")
-            numbers = figure_image(label="The same shares, patch by patch", elem_id="vit-attention-grid")
+            numbers = figure_image(
+                label="The same shares, patch by patch", show_label=False, elem_id="vit-attention-grid"
+            )
         summary = gr.Markdown(elem_id="vit-attention-summary")
         gr.Markdown(POSITIONS_INTRO)
-        positions = figure_image(label="Position embedding similarity", elem_id="vit-position-similarity")
+        positions = figure_image(
+            label="Position embedding similarity", show_label=False, elem_id="vit-position-similarity"
+        )
         code = code_accordion()
 
     def show(image: Any, layer: float, head: float, query: float, progress=gr.Progress()):
