@@ -4,9 +4,7 @@ section in a real browser. All on the tiny backbone of the `store` fixture."""
 
 import contextlib
 import io
-import json
 import math
-import urllib.request
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 from demos.fine_tune import BUILTIN, FineTuned, LabelledTexts, TrainingSettings, builtin_dataset, train_stream
 from demos.fine_tune.attention import attention_change, change_code, fine_tuned_encoder, most_changed
 from hub.errors import HubError
+from tests.rest import rest_call
 
 TEXT = "The food came cold and the waiter ignored us."
 MAX_LENGTH = 32
@@ -162,15 +161,6 @@ def test_api_gives_this_visitors_change_after_training_and_a_message_before(hub_
         Client(hub_url, verbose=False).predict(TEXT, api_name="/fine_tune_attention")
 
 
-def rest_call(hub_url: str, data: list) -> str:
-    """Gradio's REST route, which (unlike gradio_client) can send NaN and wrong JSON types."""
-    body = json.dumps({"data": data}).encode()  # json writes NaN as a bare NaN, as a hostile caller could
-    url = f"{hub_url}gradio_api/call/fine_tune_attention"
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    event_id = json.load(urllib.request.urlopen(request))["event_id"]
-    return urllib.request.urlopen(f"{url}/{event_id}").read().decode()
-
-
 @pytest.mark.parametrize(
     "data, message",
     [
@@ -182,7 +172,7 @@ def rest_call(hub_url: str, data: list) -> str:
     ],
 )
 def test_rest_non_finite_and_wrong_types_get_a_message(hub_url, data, message):
-    answer = rest_call(hub_url, data)
+    answer = rest_call(hub_url, "fine_tune_attention", data)
     assert "event: error" in answer and message in answer
 
 

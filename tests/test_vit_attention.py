@@ -3,9 +3,7 @@ saved tiny ViT; then /vit_attention and /vit_position_similarity over HTTP, and 
 
 import contextlib
 import io
-import json
 import threading
-import urllib.request
 
 import numpy as np
 import pytest
@@ -29,6 +27,7 @@ from demos.vit_attention import (
 )
 from hub.errors import HubError
 from tests.image_samples import halves, photo, write_bad_images, write_good_images
+from tests.rest import rest_call, upload
 
 
 @pytest.fixture(scope="module")
@@ -282,14 +281,6 @@ def test_api_bad_input_gets_a_message_and_the_server_keeps_serving(client, image
     assert client.predict(handle_file(str(cat)), api_name="/vit_attention")["grid"] == [4, 4]
 
 
-def rest_call(hub_url: str, api_name: str, data: list) -> str:
-    """Gradio's REST route, which (unlike gradio_client) can send NaN and wrong JSON types."""
-    body = json.dumps({"data": data}).encode()
-    request = urllib.request.Request(f"{hub_url}gradio_api/call/{api_name}", body, {"Content-Type": "application/json"})
-    event_id = json.load(urllib.request.urlopen(request))["event_id"]
-    return urllib.request.urlopen(f"{hub_url}gradio_api/call/{api_name}/{event_id}").read().decode()
-
-
 @pytest.mark.parametrize(
     "data, message",
     [
@@ -311,26 +302,8 @@ def test_rest_wrong_types_get_a_message(hub_url, data, message):
     "layer, head, message", [(float("nan"), 0, "Layer"), ("1", 0, "Layer"), (1, float("inf"), "Head")]
 )
 def test_rest_non_finite_and_wrong_types_for_layer_and_head(hub_url, cat, layer, head, message):
-    path = upload(hub_url, cat)
-    answer = rest_call(hub_url, "vit_attention", [{"path": path, "meta": {"_type": "gradio.FileData"}}, layer, head])
+    answer = rest_call(hub_url, "vit_attention", [upload(hub_url, cat), layer, head])
     assert "event: error" in answer and message in answer
-
-
-def upload(hub_url: str, path) -> str:
-    """Upload a file the way Gradio's clients do; returns the server-side path."""
-    boundary = "vit-attention-test"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="cat.png"\r\n'
-            "Content-Type: image/png\r\n\r\n"
-        ).encode()
-        + path.read_bytes()
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    request = urllib.request.Request(
-        f"{hub_url}gradio_api/upload", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    )
-    return json.load(urllib.request.urlopen(request))[0]
 
 
 # --- in a real browser --------------------------------------------------------------------------------------
