@@ -10,11 +10,13 @@ import gradio as gr
 import pandas as pd
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     GPT2Config,
     GPT2LMHeadModel,
     LogitsProcessorList,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     RepetitionPenaltyLogitsProcessor,
@@ -32,6 +34,7 @@ from hub.checks import check_choice, check_int, check_number, check_text
 from hub.demo import Demo
 from hub.errors import HubError
 from hub.jobs import Job, running_jobs
+from hub.links import link_inputs
 from hub.models import ModelStore
 from hub.ui import code_accordion, load_model, show_errors
 
@@ -57,8 +60,21 @@ class TextGenerator:
     @property
     def context(self) -> int:
         """How many positions (prompt + new tokens) the model can attend to; 1024 for GPT-2."""
-        config = self.model.config
-        return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 1024)
+        return context_of(self.model.config)
+
+
+def context_of(config: PretrainedConfig) -> int:
+    """Positions the model reads, whatever its config calls them (GPT-2: n_positions)."""
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 1024)
+
+
+def configured_context(source: str) -> int | None:
+    """The model's context from its config.json alone, where that file is on this machine (a folder, or the Hub
+    cache): no weights load and nothing downloads, so the tab can size its slider before the model's first use."""
+    try:
+        return context_of(AutoConfig.from_pretrained(source, local_files_only=True))
+    except Exception:  # not built or not downloaded yet: the model itself tells after its first load
+        return None
 
 
 def load_text_generator(source: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> TextGenerator:
@@ -106,6 +122,15 @@ class GenerationSettings:
 
 
 DEFAULTS = GenerationSettings()  # the one source of each default: sliders, the endpoint, the Code accordion
+SLIDER_MAX_NEW_TOKENS = 256  # the slider's maximum while the model's context is not known yet
+
+
+def most_new_tokens(context: int | None) -> int:
+    """The largest max-new-tokens a model with this context accepts (fit_prompt keeps one position for the
+    prompt), and the hub's own limit; the slider offers no more."""
+    if context is None:
+        return SLIDER_MAX_NEW_TOKENS
+    return min(MAX_NEW_TOKENS, context - 1)
 
 
 def check_settings(
@@ -321,7 +346,13 @@ def text_generation_tab(store: ModelStore) -> None:
                 run = gr.Button("Generate", variant="primary")
                 stop = gr.Button("Stop", variant="stop")
             with gr.Accordion("Sampling settings", open=True):
-                max_new_tokens = gr.Slider(1, 256, value=DEFAULTS.max_new_tokens, step=1, label="Max new tokens")
+                max_new_tokens = gr.Slider(
+                    1,
+                    most_new_tokens(configured_context(store.source(DEMO_ID))),
+                    value=DEFAULTS.max_new_tokens,
+                    step=1,
+                    label="Max new tokens",
+                )
                 decoding = gr.Radio(
                     list(DECODING), value=DEFAULTS.decoding, label="Decoding (greedy = always the top token)"
                 )
@@ -345,6 +376,8 @@ def text_generation_tab(store: ModelStore) -> None:
                 elem_id="generation-alternatives",
             )
     code = code_accordion()
+    link_inputs(DEMO_ID, prompt=prompt, max_new_tokens=max_new_tokens, decoding=decoding, temperature=temperature,
+                top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed)  # fmt: skip
     generation = gr.State()  # the last Generation: exact token ids for the probability view
     scored = gr.State()  # its TokenProbabilities, for clicks on tokens
 
@@ -373,12 +406,20 @@ def text_generation_tab(store: ModelStore) -> None:
         if last is None:
             return [], None, None, ""
         settings = check_settings(max_new_tokens, decoding, temperature, top_k, top_p, repetition_penalty, seed)
-        code_text = reproduce_code(store.source(DEMO_ID), prompt.strip(), settings, store.dtype, last.cut_tokens)
+        code_text = reproduce_code(store.source(DEMO_ID), prompt, settings, store.dtype, last.cut_tokens)
         if not last.new_ids:
             return [], None, None, code_text
         result = token_probabilities(store.get(DEMO_ID), last, settings)
         highlighted = [(token, round(p, 3)) for token, p in zip(result.tokens, result.probabilities)]
         return highlighted, result, result.alternatives[0], code_text
+
+    def fit_slider_to_configured_model():
+        """On page load: the context from the model's config on disk (it may have been built or downloaded since
+        the tab was built); nothing is loaded for it."""
+        return gr.Slider(maximum=most_new_tokens(configured_context(store.source(DEMO_ID))))
+
+    def fit_slider_to_loaded_model():
+        return gr.Slider(maximum=most_new_tokens(store.get(DEMO_ID).context))  # loaded: the run just used it
 
     @show_errors
     def show_alternatives(result: TokenProbabilities | None, evt: gr.SelectData):
@@ -400,6 +441,9 @@ def text_generation_tab(store: ModelStore) -> None:
         [tokens_view, scored, alternatives, code],
         api_visibility="private",
     )
+    # The slider's maximum follows the model's context: on page load from its config, after a run from the model.
+    gr.on(None, fit_slider_to_configured_model, None, max_new_tokens, queue=False, api_visibility="private")
+    event.success(fit_slider_to_loaded_model, None, max_new_tokens, queue=False, api_visibility="private")
     stop.click(None, cancels=[event])
     # A new run clears the last run's token view at once (a stopped run never fills it in).
     gr.on(

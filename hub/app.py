@@ -4,7 +4,9 @@ import gradio as gr
 
 from demos import find_demos
 from hub.event_inputs import HubBlocks
+from hub.links import open_links
 from hub.models import ModelStore
+from hub.presenter import presenter_switch
 from hub.settings import Settings
 
 INTRO = """
@@ -25,20 +27,19 @@ def build_app(settings: Settings, store: ModelStore | None = None) -> gr.Blocks:
     store = store or ModelStore(settings, demos)
     # Files Gradio hands out (images, fine-tuned model zips) are deleted after an hour, so a Space never fills its disk.
     with HubBlocks(title="Transformers demo hub", delete_cache=(1800, 3600)) as app:
-        gr.Markdown(INTRO)
+        presenter_switch()  # ?present=1 or this switch: large type, the intro and banners folded away
+        gr.Markdown(INTRO, elem_id="hub-intro")
         if settings.preset == "tiny":
-            gr.Markdown(TINY_BANNER, elem_id="tiny-banner")
-        with gr.Tabs() as tabs:
+            gr.Markdown(TINY_BANNER, elem_id="tiny-banner", elem_classes="hub-banner")
+        # "wrap": every tab stays in the bar on a projector's narrow screen, never hidden in a "..." menu
+        with gr.Tabs(overflow_behavior="wrap") as tabs:
+            tab_blocks = []
             for demo in demos:
-                with gr.Tab(demo.title, id=demo.id):
+                with gr.Tab(demo.title, id=demo.id) as tab:
                     demo.tab(store)
-
-        def open_linked_tab(request: gr.Request) -> gr.Tabs:
-            """?tab=<demo id> opens that demo, so a talk can link straight to it."""
-            wanted = request.query_params.get("tab") if request else None
-            return gr.Tabs(selected=wanted) if wanted in {demo.id for demo in demos} else gr.Tabs()
-
-        app.load(open_linked_tab, None, tabs, api_visibility="private")
+                tab_blocks.append(tab)
+        # ?tab=<demo id>&<input>=<value> opens that demo with those inputs; the address bar follows the open tab
+        open_links(app, tabs, [demo.id for demo in demos], tab_blocks)
     app.queue(max_size=settings.queue_size, default_concurrency_limit=1)
     return app
 

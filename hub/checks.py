@@ -8,15 +8,17 @@ from hub.errors import HubError
 
 
 def check_text(text: Any, name: str = "Text", max_chars: int = 5000, allow_empty: bool = False) -> str:
-    """A string that is not blank and not longer than max_chars, with surrounding whitespace removed."""
+    """The text exactly as given (a trailing space or newline changes what a model reads next), once it is known
+    not to be blank and not longer than max_chars. Code that parses the text (labels, column names) trims there."""
     if text is None:
         text = ""
     if not isinstance(text, str):
         raise HubError(f"{name} must be text.")
     check_unicode(text, name)
-    text = text.strip()
-    if not text and not allow_empty:
-        raise HubError(f"{name} is empty: type something first.")
+    if not text.strip():
+        if not allow_empty:
+            raise HubError(f"{name} is empty: type something first.")
+        return ""  # an optional text left blank (a negative prompt of spaces) is no text
     if len(text) > max_chars:
         raise HubError(f"{name} is too long: {len(text):,} characters, at most {max_chars:,}.")
     return text

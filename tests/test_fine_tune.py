@@ -5,6 +5,7 @@ import io
 import math
 import time
 import zipfile
+from dataclasses import replace
 
 import pytest
 import torch
@@ -40,6 +41,7 @@ from demos.fine_tune import (
     train_stream,
     training,
 )
+from demos.fine_tune.model import new_classifier
 from hub.errors import HubError
 
 FAST = dict(epochs=1, batch_size=16, max_length=32)  # a quick run on the tiny model
@@ -182,6 +184,40 @@ def test_training_matches_a_bare_transformers_loop(tiny_backbone, small_data):
     assert run.losses == pytest.approx(losses, rel=1e-4)
     for ours, theirs in zip(run.model.state_dict().values(), reference.state_dict().values()):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mixed_precision, freeze", [(False, False), (True, False), (False, True)])
+def test_the_code_accordion_trains_the_same_model_as_the_tab(
+    tiny_backbone, small_data, tmp_path, monkeypatch, mixed_precision, freeze
+):
+    backbone = replace(tiny_backbone, mixed_precision=mixed_precision)
+    settings = TrainingSettings(epochs=2, batch_size=8, max_length=32, learning_rate=1e-3, freeze_backbone=freeze)
+    run = finish(train_stream(backbone, small_data, settings))
+    code = training.reproduce_code(backbone.folder, run.settings, small_data.label_names, mixed_precision, "cpu")
+    assert ("torch.autocast" in code) == mixed_precision and "get_input_embeddings().requires_grad_(False)" in code
+    placeholder = "texts, labels = [...], [...]"
+    assert placeholder in code
+    code = code.replace(placeholder, f"texts, labels = {small_data.train_texts!r}, {small_data.train_labels!r}")
+    monkeypatch.chdir(tmp_path)  # the code saves "my-model" where it runs
+    scope: dict = {}
+    exec(code, scope)  # the Code accordion's script, as shown
+
+    batch = tiny_backbone.tokenizer(
+        small_data.test_texts, truncation=True, max_length=32, padding=True, return_tensors="pt"
+    )
+
+    def logits(model) -> torch.Tensor:  # the predictions before the softmax: small differences stay visible
+        with torch.no_grad():
+            return model.eval()(**batch).logits
+
+    ours = logits(run.model)
+    assert not torch.allclose(ours, logits(new_classifier(tiny_backbone, small_data.label_names)), atol=1e-3)
+    # bfloat16 arithmetic or updated word embeddings would move these by 1e-4 or more on the tiny backbone
+    torch.testing.assert_close(logits(scope["model"]), ours, rtol=1e-4, atol=1e-6)
+    for name, weight in run.model.state_dict().items():
+        torch.testing.assert_close(scope["model"].state_dict()[name], weight, rtol=1e-4, atol=1e-6, msg=name)
+    saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "my-model")
+    torch.testing.assert_close(logits(saved), ours, rtol=1e-4, atol=1e-6)
 
 
 def test_metrics_equal_a_direct_evaluation(tiny_backbone, small_data):
@@ -353,6 +389,20 @@ def test_two_sessions_keep_separate_models(hub_url, tmp_path):
 
     assert labels_of(sentiment) == {"negative", "positive"}
     assert labels_of(animals) == {"cat", "dog"}
+
+
+def test_api_a_csv_sent_with_the_default_dataset_choice_is_trained_on(hub_url, tmp_path):
+    """An API caller who sends a file means that file, even with the dataset choice left at its default."""
+    rows = "\n".join(f"{'meow purr' if i % 2 else 'woof bark'} {i},{'cat' if i % 2 else 'dog'}" for i in range(30))
+    pets = write_csv(tmp_path / "pets.csv", "text,label\n" + rows)
+    caller = Client(hub_url, verbose=False)
+    metrics = caller.predict(BUILTIN, handle_file(str(pets)), "text", "label", 1, api_name="/fine_tune")[4]
+    assert metrics["dataset"] == "pets.csv" and metrics["labels"] == ["cat", "dog"]
+    assert metrics["train_texts"] + metrics["held_out_texts"] == 30
+    named = write_csv(tmp_path / "named.csv", "sound,animal\n" + rows)  # its own columns, named by the caller
+    metrics = caller.predict(BUILTIN, handle_file(str(named)), " sound ", "animal ", 1, api_name="/fine_tune")[4]
+    assert metrics["labels"] == ["cat", "dog"]
+    assert {c["label"] for c in caller.predict("meow", api_name="/fine_tune_predict")["confidences"]} == {"cat", "dog"}
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from demos.text_generation import (
     GenerationSettings,
     check_settings,
+    configured_context,
     fit_prompt,
     generate_stream,
     load_text_generator,
+    most_new_tokens,
     running_generations,
     token_probabilities,
 )
@@ -152,6 +154,46 @@ def test_empty_and_huge_prompts_are_refused(generator):
         next(generate_stream(generator, PROMPT, GenerationSettings(max_new_tokens=generator.context)))
 
 
+# --- a prompt reaches the model exactly as typed --------------------------------------------------------------
+
+
+def bare_next_token(folder, text: str) -> torch.Tensor:
+    """GPT-2's next-token distribution after exactly `text`, with transformers alone."""
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        return model(**tokenizer(text, return_tensors="pt")).logits[0, -1].softmax(-1)
+
+
+@pytest.mark.parametrize("ending", [" ", "\n", "\n\n"])
+def test_a_trailing_space_or_newline_reaches_the_model(generator, gpt2_dir, ending):
+    prompt = PROMPT + ending
+    expected = bare_next_token(gpt2_dir, prompt)
+    assert not torch.allclose(expected, bare_next_token(gpt2_dir, PROMPT), atol=1e-3)  # the ending matters
+
+    settings = GenerationSettings(max_new_tokens=1, decoding="greedy")
+    generation = last(generate_stream(generator, prompt, settings))
+    assert generation.prompt_ids == generator.tokenizer(prompt).input_ids
+    scored = token_probabilities(generator, generation, settings, top=5)
+    assert generation.new_ids == [int(expected.argmax())]
+    assert scored.probabilities[0] == pytest.approx(float(expected.max()), rel=1e-4)
+    top = expected.topk(5)
+    table = scored.alternatives[0]
+    assert list(table["token"]) == [repr(generator.tokenizer.decode([i])) for i in top.indices.tolist()]
+    assert list(table["model probability"]) == pytest.approx(top.values.tolist(), abs=1e-4)
+
+
+def test_the_slider_offers_what_the_model_accepts(generator, gpt2_dir):
+    assert configured_context(str(gpt2_dir)) == generator.context == 256
+    assert configured_context("/no/such/model") is None
+    most = most_new_tokens(generator.context)
+    assert most == 255
+    assert fit_prompt(generator, "Hi", most).input_ids.shape[1] == 1
+    with pytest.raises(HubError, match="context"):
+        fit_prompt(generator, "Hi", most + 1)
+    assert most_new_tokens(1024) == 512  # GPT-2: the hub's own limit, which the endpoint holds callers to
+
+
 # --- through the HTTP API -----------------------------------------------------------------------------------
 
 
@@ -164,6 +206,21 @@ def test_api_greedy_equals_the_core(client, store):
     text = client.predict(PROMPT, 20, "greedy", api_name="/generate")
     expected = last(generate_stream(store.get("text-generation"), PROMPT, check_settings(20, "greedy")))
     assert text == expected.text
+
+
+@pytest.mark.parametrize("ending", [" ", "\n"])
+def test_api_prompt_with_a_trailing_space_or_newline_equals_the_bare_model(client, gpt2_dir, ending):
+    tokenizer = AutoTokenizer.from_pretrained(gpt2_dir)
+    model = AutoModelForCausalLM.from_pretrained(gpt2_dir)
+
+    def bare_greedy(text: str) -> str:
+        inputs = tokenizer(text, return_tensors="pt")
+        output = model.generate(**inputs, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+        return tokenizer.decode(output[0, inputs.input_ids.shape[1] :], skip_special_tokens=True)
+
+    expected = bare_greedy(PROMPT + ending)
+    assert expected != bare_greedy(PROMPT)  # the ending changes the continuation: a stripped prompt would fail here
+    assert client.predict(PROMPT + ending, 12, "greedy", api_name="/generate") == expected
 
 
 def test_api_streams_partial_text(client, store):
@@ -233,6 +290,13 @@ def test_browser_generates_and_shows_token_probabilities(page, hub_url):
     first_table = table.inner_text()
     tokens.nth(3).click()  # that token's top alternatives replace the first token's
     page.wait_for_function("([el, old]) => el.innerText !== old", arg=[table.element_handle(), first_table])
+
+
+def test_browser_slider_stops_at_the_models_context(page, hub_url):
+    page.goto(f"{hub_url}?tab=text-generation")
+    slider = page.get_by_label("Max new tokens").last  # the range input (the number box shares its label)
+    slider.wait_for()
+    page.wait_for_function("el => el.max === '255'", arg=slider.element_handle())  # the tiny GPT-2 reads 256
 
 
 def test_a_client_that_disconnects_stops_the_generation_thread(hub_url, store):

@@ -93,13 +93,15 @@ def read_csv_dataset(
 
 
 def choose_dataset(dataset: str, csv_file: str | None, text_column: str, label_column: str) -> LabelledTexts:
+    """The CSV file whenever one is given, whatever the dataset choice says: an API caller who sends a file means
+    that file (and the tab clears the file when the visitor picks the built-in set); else the built-in set."""
     check_choice(dataset, "Dataset", (BUILTIN, UPLOAD))
-    if dataset == BUILTIN:
-        return builtin_dataset()
     if not csv_file:
-        raise HubError("Upload a CSV file first (or choose the built-in dataset).")
-    text_column = check_text(text_column, "Text column", 200)
-    label_column = check_text(label_column, "Label column", 200)
+        if dataset == UPLOAD:
+            raise HubError("Upload a CSV file first (or choose the built-in dataset).")
+        return builtin_dataset()
+    text_column = check_text(text_column, "Text column", 200).strip()  # a column name, typed: trimmed to match
+    label_column = check_text(label_column, "Label column", 200).strip()
     return read_csv_dataset(csv_file, text_column, label_column)
 
 

@@ -240,10 +240,13 @@ def fine_tune_tab(store: ModelStore) -> None:
     def explain(run: TrainingRun | None):
         if run is None or not run.done:
             return None, None, ""
+        backbone = store.get(DEMO_ID)  # loaded: the run just used it
         return (
             per_class_frame(run),
             confusion_frame(run.after, run.data.label_names),
-            reproduce_code(store.source(DEMO_ID), run.settings, run.data.label_names),
+            reproduce_code(
+                store.source(DEMO_ID), run.settings, run.data.label_names, backbone.mixed_precision, backbone.device
+            ),
         )
 
     @show_errors
@@ -269,6 +272,16 @@ def fine_tune_tab(store: ModelStore) -> None:
     def choose_upload():
         return UPLOAD
 
+    # The radio and the file always agree: a file given is the data trained on (see choose_dataset), so picking the
+    # built-in set lets go of the file, and removing the file picks the built-in set.
+    @show_errors
+    def let_go_of_file(choice: str):
+        return None if choice == BUILTIN else gr.skip()
+
+    @show_errors
+    def choose_builtin():
+        return BUILTIN
+
     inputs = [dataset, csv_file, text_column, label_column, epochs, learning_rate, batch_size, max_length, warmup,
               weight_decay, freeze, seed, probe_texts]  # fmt: skip
     event = train.click(
@@ -291,6 +304,8 @@ def fine_tune_tab(store: ModelStore) -> None:
     prepare.click(prepare_download, None, download, api_visibility="private")
     csv_file.upload(show_columns, csv_file, [text_column, label_column], api_visibility="private")
     csv_file.upload(choose_upload, None, dataset, api_visibility="private")
+    csv_file.clear(choose_builtin, None, dataset, api_visibility="private")
+    dataset.input(let_go_of_file, dataset, csv_file, api_visibility="private")
     attention_change_section(store, DEMO_ID, sessions)  # and /fine_tune_attention
 
 

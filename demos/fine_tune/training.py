@@ -313,9 +313,16 @@ def run_metrics(run: TrainingRun) -> dict:
     }
 
 
-def reproduce_code(source: str, settings: TrainingSettings, label_names: list[str]) -> str:
+def reproduce_code(
+    source: str, settings: TrainingSettings, label_names: list[str], mixed_precision: bool = False, device: str = "cpu"
+) -> str:
+    """The run as a plain transformers + torch script: the same model, frozen weights, batches, optimizer, schedule
+    and precision as `train`, so from the same seed it trains the same model."""
     s = settings
     freeze = "\nmodel.base_model.requires_grad_(False)  # train only the new head" if s.freeze_backbone else ""
+    step = "loss = model(**batch.to(device)).loss"
+    if mixed_precision:  # what --dtype bfloat16 (or auto, where it is faster) does: weights stay float32
+        step = f"with torch.autocast(device, dtype=torch.bfloat16):\n            {step}"
     return f"""import torch
 from torch.utils.data import DataLoader
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
@@ -323,11 +330,14 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Dat
 
 texts, labels = [...], [...]  # your training texts and their class numbers
 label_names = {label_names!r}
+device = {device!r}
 tokenizer = AutoTokenizer.from_pretrained({source!r})
 set_seed({s.seed})
 model = AutoModelForSequenceClassification.from_pretrained(
-    {source!r}, num_labels={len(label_names)},
-    id2label=dict(enumerate(label_names)), label2id={{n: i for i, n in enumerate(label_names)}}){freeze}
+    {source!r}, num_labels={len(label_names)}, dtype=torch.float32,
+    id2label=dict(enumerate(label_names)), label2id={{n: i for i, n in enumerate(label_names)}})
+model.get_input_embeddings().requires_grad_(False)  # the word embeddings stay as pretrained: faster steps{freeze}
+model.to(device)
 enc = tokenizer(texts, truncation=True, max_length={s.max_length})
 features = [{{**{{k: v[i] for k, v in enc.items()}}, "labels": y}} for i, y in enumerate(labels)]
 batches = DataLoader(features, batch_size={s.batch_size}, shuffle=True,
@@ -338,11 +348,12 @@ schedule = get_linear_schedule_with_warmup(optimizer, round({s.warmup} * steps),
 model.train()
 for epoch in range({s.epochs}):
     for batch in batches:
-        loss = model(**batch).loss
+        {step}
         loss.backward()
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
+model.eval()
 model.save_pretrained("my-model")
 tokenizer.save_pretrained("my-model")
 # later: pipeline("text-classification", model="my-model")("What a great film!")
