@@ -29,6 +29,7 @@ from hub.inside import (
     load_transformer,
     tokenize,
 )
+from hub.links import link_inputs
 from hub.models import ModelStore
 from hub.ui import code_accordion, figure_image, show_errors
 
@@ -312,6 +313,7 @@ def attention_tab(store: ModelStore) -> None:
                 )
                 columns[kind] = (notice, figure, token, token_view, steps_text, steps, overview)
     code = code_accordion()
+    link_inputs("attention", text=text, model=encoder, layer=layer, head=head)  # ?tab=attention&text=...
     enc_maps, dec_maps = gr.State(), gr.State()
 
     @show_errors

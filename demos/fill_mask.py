@@ -12,6 +12,7 @@ from hub import tiny
 from hub.checks import check_int, check_text, use_model_mask
 from hub.demo import Demo
 from hub.errors import HubError
+from hub.links import link_inputs
 from hub.models import ModelStore
 from hub.ui import code_accordion, load_model, show_errors
 
@@ -130,6 +131,7 @@ def fill_mask_tab(store: ModelStore) -> None:
                 label="How the tokenizer split the text", color_map={"mask": "orange"}, elem_id="fill-mask-tokens"
             )
     code = code_accordion()
+    link_inputs(DEMO_ID, text=text, top_k=top_k)  # ?tab=fill-mask&text=...&top_k=... and a Copy link button
     last = gr.State()
 
     @show_errors
