@@ -52,5 +52,7 @@ def launch(app: gr.Blocks, settings: Settings, **kwargs) -> tuple:
         show_error=False,  # unexpected errors reach visitors as a short message, never a traceback
         max_file_size=f"{settings.max_file_mb}mb",
         theme="soft",
+        mcp_server=settings.mcp,  # --mcp: every public endpoint also an MCP tool, at /gradio_api/mcp/
+        mcp_server=settings.mcp,  # --mcp: every public endpoint also an MCP tool, at /gradio_api/mcp/
         **kwargs,
     )

@@ -1,12 +1,25 @@
 """The command line: `python -m hub [run|prefetch|list] [options]`. Heavy libraries load only after the
-offline setting is applied, because the Hub libraries read it when they are imported."""
+offline setting is applied, because the Hub libraries read it when they are imported, and only after every
+setting has been checked, so a mistake is one line on stderr within a second, never a traceback."""
 
 import argparse
+import errno
 import logging
+import socket
 import sys
+import time
 from pathlib import Path
 
-from hub.settings import DTYPES, Settings, apply_offline, hub_is_reachable, parse_models, settings_from_env
+from hub.settings import (
+    DTYPES,
+    Settings,
+    apply_offline,
+    check_settings,
+    hub_is_reachable,
+    parse_models,
+    settings_from_env,
+    split_demo_ids,
+)
 
 COMMANDS = {
     "run": "serve the hub (the default)",
@@ -15,8 +28,15 @@ COMMANDS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (argparse prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def make_parser(defaults: Settings) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m hub",
         description="Transformers demo hub: one Gradio tab per transformer demo.",
         epilog="Every option can also be set by an environment variable (in brackets), e.g. on a Hugging Face Space.",
@@ -65,6 +85,12 @@ def make_parser(defaults: Settings) -> argparse.ArgumentParser:
         help="also serve on a public gradio.live link (HUB_SHARE=1)",
     )
     parser.add_argument(
+        "--mcp",
+        action="store_true",
+        default=defaults.mcp,
+        help="also serve Gradio's MCP server at /gradio_api/mcp/, every public endpoint a tool (HUB_MCP=1)",
+    )
+    parser.add_argument(
         "--cache-dir",
         type=Path,
         default=defaults.cache_dir,
@@ -92,18 +118,23 @@ def make_parser(defaults: Settings) -> argparse.ArgumentParser:
 
 
 def parse_settings(argv: list[str] | None = None) -> tuple[str, Settings]:
-    defaults = settings_from_env()
+    """The command and its settings (flags over HUB_* variables); any mistake exits with one line."""
+    try:
+        defaults = settings_from_env()
+    except ValueError as error:
+        sys.exit(f"python -m hub: error: {error}")
     parser = make_parser(defaults)
     args = parser.parse_args(argv)
     settings = Settings(
         host=args.host,
         port=args.port,
-        demos=[d.strip() for d in args.demos.split(",") if d.strip()] if args.demos else None,
+        demos=split_demo_ids(args.demos) if args.demos is not None else None,
         models=defaults.models,
         preset=args.preset,
         offline=args.offline,
         dtype=args.dtype,
         share=args.share,
+        mcp=args.mcp,
         cache_dir=args.cache_dir,
         queue_size=args.queue_size,
         diffusion_concurrency=args.diffusion_concurrency,
@@ -111,29 +142,60 @@ def parse_settings(argv: list[str] | None = None) -> tuple[str, Settings]:
     )
     try:
         settings.models = {**defaults.models, **parse_models(args.model)}
+        check_settings(settings)
     except ValueError as error:
         parser.error(str(error))
     return args.command, settings
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Bind the address once, as the server will, so a port in use is said now and not after a minute of loading."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind(address)
+    except socket.gaierror as error:
+        sys.exit(f"python -m hub: error: cannot serve on host {host!r} ({error.strerror}); see --host (HUB_HOST)")
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            why = "is in use by another program; pick another with --port (HUB_PORT)"
+        elif error.errno == errno.EACCES:
+            why = "needs more privileges (ports below 1024); pick another with --port (HUB_PORT)"
+        elif error.errno == errno.EADDRNOTAVAIL:
+            why = "is not an address of this machine; see --host (HUB_HOST)"
+        else:
+            why = f"cannot be served ({error.strerror})"
+        sys.exit(f"python -m hub: error: {host}:{port} {why}")
+
+
 def main(argv: list[str] | None = None) -> None:
+    try:
+        run_command(argv)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def run_command(argv: list[str] | None = None) -> None:
     command, settings = parse_settings(argv)
-    if not settings.offline and command != "prefetch" and not hub_is_reachable():
-        print("The Hugging Face Hub cannot be reached: running offline, with the models in the local cache.")
+    if command == "run":
+        check_port_free(settings.host, settings.port)
+    if command == "list":
+        settings.offline = True  # list only reads the local cache
+    elif command == "prefetch" and settings.offline:
+        print("Offline (--offline, HUB_OFFLINE or HF_HUB_OFFLINE): nothing can be downloaded.", flush=True)
+    elif not settings.offline and not hub_is_reachable():
+        if command == "prefetch":
+            print("The Hugging Face Hub cannot be reached: nothing can be downloaded.", flush=True)
+        else:
+            print("The Hugging Face Hub cannot be reached: running offline, with the models in the local cache.")
         settings.offline = True
     apply_offline(settings.offline)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from demos import find_demos  # imports the model libraries: after apply_offline
 
-    try:
-        demos = find_demos(settings.demos)
-        unknown = sorted(set(settings.models) - {demo.id for demo in demos})
-        if unknown:
-            raise ValueError(f"--model names demo(s) that are not enabled: {', '.join(unknown)}")
-    except ValueError as error:
-        sys.exit(f"error: {error}")
-
+    demos = find_demos(settings.demos)  # the ids were checked against DEMO_IDS already
     if command == "list":
         list_models(settings, demos)
     elif command == "prefetch":
@@ -145,20 +207,25 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def list_models(settings: Settings, demos: list) -> None:
-    from hub.models import ModelStore, is_local, tiny_model_is_built
+    from hub.models import ModelStore
 
     store = ModelStore(settings, demos)
     cached = cached_hub_repos()
     print(f"{'demo':<22}{'available':<11}model")
     for demo in with_models(store):
-        source = store.source(demo.id)
-        if settings.preset == "tiny" and demo.id not in settings.models and demo.build_tiny:
-            available = "built" if tiny_model_is_built(Path(source)) else "on use"
-        elif is_local(source):
-            available = "yes" if Path(source).expanduser().exists() else "MISSING"
-        else:
-            available = "yes" if all(repo in cached for repo in demo.hub_repos(source)) else "no"
-        print(f"{demo.id:<22}{available:<11}{source}")
+        print(f"{demo.id:<22}{availability(store, demo, cached):<11}{store.source(demo.id)}")
+
+
+def availability(store, demo, cached: set[str]) -> str:
+    """yes / no / MISSING (a local folder that is not there) / built or 'on use' (a tiny preset model)."""
+    from hub.models import is_local, tiny_model_is_built
+
+    source = store.source(demo.id)
+    if store.settings.preset == "tiny" and demo.id not in store.settings.models and demo.build_tiny:
+        return "built" if tiny_model_is_built(Path(source)) else "on use"
+    if is_local(source):
+        return "yes" if Path(source).expanduser().exists() else "MISSING"
+    return "yes" if all(repo in cached for repo in demo.hub_repos(source)) else "no"
 
 
 def with_models(store) -> list:
@@ -176,17 +243,32 @@ def cached_hub_repos() -> set[str]:
 
 
 def prefetch(settings: Settings, demos: list) -> int:
-    """Load every model once, which makes its library download exactly the files it needs."""
+    """Load every model once, which makes its library download exactly the files it needs; offline, only say
+    which models are already here. One line per model and a summary; 1 when any model is not ready."""
     from hub.models import ModelStore
 
+    logging.getLogger("hub.models").setLevel(logging.CRITICAL)  # each failure is reported below, in one line
     store = ModelStore(settings, demos)
-    failures = 0
-    for demo in with_models(store):
-        print(f"{demo.id}: {store.source(demo.id)} ...", flush=True)
+    to_fetch = with_models(store)
+    cached = cached_hub_repos()
+    ready, failed = [], []
+    for number, demo in enumerate(to_fetch, 1):
+        source = store.source(demo.id)
+        where = f"[{number}/{len(to_fetch)}] {demo.id} ({source})"
+        if settings.offline and availability(store, demo, cached) == "no":
+            failed.append(demo.id)
+            print(f"{where}: not in the local cache, and it cannot be downloaded offline", flush=True)
+            continue
+        print(f"{where}: loading...", flush=True)
+        started = time.monotonic()
         try:
             store.get(demo.id)
-            print(f"{demo.id}: ready")
-        except Exception as error:
-            failures += 1
-            print(f"{demo.id}: FAILED: {error}")
-    return 1 if failures else 0
+        except Exception as error:  # ModelUnavailableError: one line that says why and what to do
+            failed.append(demo.id)
+            print(f"{where}: FAILED: {error}", flush=True)
+            continue
+        ready.append(demo.id)
+        print(f"{where}: ready ({time.monotonic() - started:.0f} s)", flush=True)
+    summary = f"prefetch: {len(ready)} of {len(to_fetch)} models ready"
+    print(summary + (f"; not ready: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0

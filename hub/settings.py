@@ -7,6 +7,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DTYPES = ("auto", "float32", "bfloat16")
+PRESETS = ("tiny",)
+# The demo ids in tab order, light enough for the CLI to check --demos before torch loads;
+# tests/test_cli.py checks they equal the ids of demos.DEMOS.
+DEMO_IDS = (
+    "text-generation",
+    "fill-mask",
+    "image-classification",
+    "zero-shot",
+    "fine-tune",
+    "text-to-image",
+    "attention",
+    "layers",
+    "positional-encoding",
+)
 
 
 def default_cache_dir() -> Path:
@@ -24,6 +38,7 @@ class Settings:
     offline: bool = False
     dtype: str = "auto"
     share: bool = False
+    mcp: bool = False  # also serve Gradio's MCP server: every public endpoint as a tool
     cache_dir: Path = field(default_factory=default_cache_dir)
     queue_size: int = 64  # requests waiting beyond this get "queue is full"
     max_file_mb: int = 20  # uploads larger than this are refused by Gradio itself
@@ -35,6 +50,31 @@ class Settings:
 
 def _truthy(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_flag(env: dict[str, str], name: str) -> bool:
+    """A HUB_* switch: 1/true/yes/on or 0/false/no/off; anything else is a mistake worth saying."""
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name} must be 1 or 0 (or true/false), got {env[name]!r}")
+
+
+def _env_number(env: dict[str, str], name: str, kind: type, default):
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{name} must be {what}, got {env[name]!r}") from None
+
+
+def split_demo_ids(text: str) -> list[str]:
+    return [d.strip() for d in text.split(",") if d.strip()]
 
 
 def parse_models(pairs: list[str]) -> dict[str, str]:
@@ -49,25 +89,62 @@ def parse_models(pairs: list[str]) -> dict[str, str]:
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
-    """Settings a Space (or a shell) sets through HUB_* variables; Gradio's own server variables count too."""
+    """Settings a Space (or a shell) sets through HUB_* variables; Gradio's own server variables count too.
+    A value that cannot be read raises ValueError naming the variable."""
     env = os.environ if env is None else env
     s = Settings()
     s.host = env.get("HUB_HOST") or env.get("GRADIO_SERVER_NAME") or s.host
-    s.port = int(env.get("HUB_PORT") or env.get("GRADIO_SERVER_PORT") or s.port)
+    port_variable = "HUB_PORT" if env.get("HUB_PORT") else "GRADIO_SERVER_PORT"
+    s.port = _env_number(env, port_variable, int, s.port)
     if env.get("HUB_DEMOS"):
-        s.demos = [d.strip() for d in env["HUB_DEMOS"].split(",") if d.strip()]
+        s.demos = split_demo_ids(env["HUB_DEMOS"])
     if env.get("HUB_MODELS"):
-        s.models = parse_models([p for p in env["HUB_MODELS"].split(";") if p.strip()])
+        try:
+            s.models = parse_models([p for p in env["HUB_MODELS"].split(";") if p.strip()])
+        except ValueError as error:
+            raise ValueError(f"HUB_MODELS: {error}") from None
     s.preset = env.get("HUB_PRESET") or None
-    s.offline = _truthy(env.get("HUB_OFFLINE", "")) or _truthy(env.get("HF_HUB_OFFLINE", ""))
+    s.offline = _env_flag(env, "HUB_OFFLINE") or _truthy(env.get("HF_HUB_OFFLINE", ""))
     s.dtype = env.get("HUB_DTYPE") or s.dtype
-    s.share = _truthy(env.get("HUB_SHARE", ""))
+    s.share = _env_flag(env, "HUB_SHARE")
+    s.mcp = _env_flag(env, "HUB_MCP")
     if env.get("HUB_CACHE_DIR"):
         s.cache_dir = Path(env["HUB_CACHE_DIR"])
-    s.queue_size = int(env.get("HUB_QUEUE_SIZE") or s.queue_size)
-    s.diffusion_concurrency = int(env.get("HUB_DIFFUSION_CONCURRENCY") or s.diffusion_concurrency)
-    s.image_budget = float(env.get("HUB_IMAGE_BUDGET") or s.image_budget)
+    s.queue_size = _env_number(env, "HUB_QUEUE_SIZE", int, s.queue_size)
+    s.diffusion_concurrency = _env_number(env, "HUB_DIFFUSION_CONCURRENCY", int, s.diffusion_concurrency)
+    s.image_budget = _env_number(env, "HUB_IMAGE_BUDGET", float, s.image_budget)
     return s
+
+
+def check_settings(s: Settings) -> None:
+    """Refuse, in one sentence, a setting the hub cannot run with, before any heavy library loads."""
+    if not 1 <= s.port <= 65535:
+        raise ValueError(f"--port (HUB_PORT) must be between 1 and 65535, got {s.port}")
+    if s.dtype not in DTYPES:
+        raise ValueError(f"--dtype (HUB_DTYPE) must be one of {', '.join(DTYPES)}, got {s.dtype!r}")
+    if s.preset is not None and s.preset not in PRESETS:
+        raise ValueError(f"--preset (HUB_PRESET) must be one of {', '.join(PRESETS)}, got {s.preset!r}")
+    if s.queue_size < 1:
+        raise ValueError(f"--queue-size (HUB_QUEUE_SIZE) must be at least 1, got {s.queue_size}")
+    if s.diffusion_concurrency < 1:
+        raise ValueError(
+            f"--diffusion-concurrency (HUB_DIFFUSION_CONCURRENCY) must be at least 1, got {s.diffusion_concurrency}"
+        )
+    if not s.image_budget > 0 or s.image_budget == float("inf"):  # also refuses nan
+        raise ValueError(f"--image-budget (HUB_IMAGE_BUDGET) must be a positive number, got {s.image_budget}")
+    if s.demos is not None:
+        if not s.demos:
+            raise ValueError("--demos (HUB_DEMOS) names no demo")
+        unknown = [d for d in s.demos if d not in DEMO_IDS]
+        if unknown:
+            raise ValueError(f"unknown demo id(s) {', '.join(unknown)}; known: {', '.join(DEMO_IDS)}")
+        repeated = sorted({d for d in s.demos if s.demos.count(d) > 1})
+        if repeated:
+            raise ValueError(f"--demos (HUB_DEMOS) names {', '.join(repeated)} more than once")
+    enabled = set(DEMO_IDS if s.demos is None else s.demos)
+    unknown_models = sorted(set(s.models) - enabled)
+    if unknown_models:
+        raise ValueError(f"--model names demo(s) that are not enabled: {', '.join(unknown_models)}")
 
 
 def apply_offline(offline: bool) -> None:
