@@ -53,6 +53,5 @@ def launch(app: gr.Blocks, settings: Settings, **kwargs) -> tuple:
         max_file_size=f"{settings.max_file_mb}mb",
         theme="soft",
         mcp_server=settings.mcp,  # --mcp: every public endpoint also an MCP tool, at /gradio_api/mcp/
-        mcp_server=settings.mcp,  # --mcp: every public endpoint also an MCP tool, at /gradio_api/mcp/
         **kwargs,
     )
