@@ -500,3 +500,17 @@ def test_browser_fine_tunes_then_classifies_and_offers_the_model(page, hub_url):
     link.wait_for()
     archive = zipfile.ZipFile(io.BytesIO(page.request.get(link.get_attribute("href")).body()))
     assert {"fine-tuned-model/config.json", "fine-tuned-model/model.safetensors"} <= set(archive.namelist())
+
+
+def test_browser_the_dataset_choice_and_the_file_always_agree(page, hub_url, tmp_path):
+    from playwright.sync_api import expect
+
+    rows = "\n".join(f"{'meow' if i % 2 else 'woof'} {i},{'cat' if i % 2 else 'dog'}" for i in range(30))
+    pets = write_csv(tmp_path / "pets.csv", "text,label\n" + rows)
+    page.goto(f"{hub_url}?tab=fine-tune")
+    upload = page.locator("#fine-tune-csv input[type=file]")
+    upload.set_input_files(str(pets))
+    expect(page.locator("#fine-tune-dataset").get_by_label(UPLOAD)).to_be_checked()  # a file given is the data
+    expect(page.locator("#fine-tune-csv")).to_contain_text("pets")
+    page.locator("#fine-tune-dataset").get_by_label(BUILTIN).check()  # picking the built-in set lets go of it
+    expect(page.locator("#fine-tune-csv")).not_to_contain_text("pets")

@@ -137,8 +137,13 @@ def fine_tune_tab(store: ModelStore) -> None:
     )
     with gr.Row():
         with gr.Column():
-            dataset = gr.Radio([BUILTIN, UPLOAD], value=BUILTIN, label="Dataset")
-            csv_file = gr.File(label="CSV with a text column and a label column", file_types=[".csv"], type="filepath")
+            dataset = gr.Radio([BUILTIN, UPLOAD], value=BUILTIN, label="Dataset", elem_id="fine-tune-dataset")
+            csv_file = gr.File(
+                label="CSV with a text column and a label column",
+                file_types=[".csv"],
+                type="filepath",
+                elem_id="fine-tune-csv",
+            )
             with gr.Row():
                 text_column = gr.Dropdown(
                     [TEXT_COLUMN], value=TEXT_COLUMN, label="Text column", allow_custom_value=True
