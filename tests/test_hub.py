@@ -1,5 +1,6 @@
 """The app shell: settings and CLI, the model store, failures that stay on their tab, deep links."""
 
+import re
 import subprocess
 import sys
 import threading
@@ -95,7 +96,9 @@ def run_cli(*args: str, cache_dir: Path) -> subprocess.CompletedProcess:
 def test_prefetch_then_list_with_the_tiny_preset(tmp_path):
     prefetch = run_cli("prefetch", "--preset", "tiny", "--demos", "text-generation,fill-mask", cache_dir=tmp_path)
     assert prefetch.returncode == 0, prefetch.stderr
-    assert "text-generation: ready" in prefetch.stdout and "fill-mask: ready" in prefetch.stdout
+    for n, demo_id in enumerate(["text-generation", "fill-mask"], 1):
+        assert re.search(rf"\[{n}/2\] {demo_id} \(.*/tiny/{demo_id}\): ready", prefetch.stdout), prefetch.stdout
+    assert "prefetch: 2 of 2 models ready" in prefetch.stdout
 
     listing = run_cli("list", "--preset", "tiny", "--model", "fill-mask=/no/such/folder", cache_dir=tmp_path)
     lines = {line.split()[0]: line.split()[1] for line in listing.stdout.splitlines()[1:]}
