@@ -420,6 +420,9 @@ def text_to_image_tab(store: ModelStore) -> None:
             gr.Warning(note)
         if show_steps and generator.preview_decoder is None and settings.steps > 1:
             gr.Warning("This model has no tiny autoencoder, so the steps are not shown; the progress bar still is.")
+        # An empty update first: Gradio can close (cancel) a handler only once it has yielded, so without this a
+        # cancel that comes before the first step ends would leave the whole generation running.
+        yield gr.skip(), gr.skip()
         start = time.perf_counter()
         with stop_switches.switch(session_id(request)) as stop_switch:
             progress((0, settings.steps), desc="Encoding the prompt")

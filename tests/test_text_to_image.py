@@ -352,7 +352,8 @@ def test_api_defaults_draw_one_512px_image(client):
 def test_api_streams_a_preview_per_step(client):
     job = client.submit(PROMPT, "", 3, 0.0, 64, 64, 0, 1, True, api_name="/text_to_image")
     outputs = list(job)
-    assert len(outputs) == 3  # the previews of steps 1 and 2, then the image
+    # An empty update first (from then on a cancel can close the handler), the previews of steps 1 and 2, the image.
+    assert len(outputs) == 4 and outputs[0] == {"__type__": "update"}
     assert outputs[-1] == job.result()
 
 
