@@ -1,13 +1,23 @@
-"""The app shell: a title, an intro and one tab per enabled demo. It knows nothing about any one demo."""
+"""The app shell: a title, an intro, a word on which models are here, and one tab per enabled demo, titled with the
+model it loads. It knows nothing about any one demo."""
+
+import logging
+import os
+import re
+from pathlib import Path
 
 import gradio as gr
 
 from demos import find_demos
+from hub.catalog import READY, cached_hub_repos, is_local
+from hub.demo import Demo
 from hub.event_inputs import HubBlocks
 from hub.links import open_links
 from hub.models import ModelStore
 from hub.presenter import presenter_switch
 from hub.settings import Settings
+
+log = logging.getLogger(__name__)
 
 INTRO = """
 # Transformers demo hub
@@ -22,20 +32,150 @@ TINY_BANNER = """
 """
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Tab titles: the model actually loaded
+
+
+def model_name(source: str) -> str:
+    """A short name for a model source: a local folder's name, a Hub id as typed or, when long, its last part."""
+    source = source.removeprefix("hf-hub:").removeprefix("local-dir:")
+    if is_local(source):
+        return Path(source).expanduser().resolve().name
+    return source if len(source) <= 24 else source.rsplit("/", 1)[-1]
+
+
+def tab_title(demo: Demo, store: ModelStore) -> str:
+    """The demo's title naming the model its tab loads: "Text generation (GPT-2)" for the default model,
+    "Text generation (distilgpt2)" with --model text-generation=distilgpt2, "(tiny GPT-2)" in the tiny preset."""
+    named = re.fullmatch(r"(.*) \((.*)\)", demo.title)
+    if demo.load is None or named is None:  # a tab over other tabs' models (Attention) keeps its title
+        return demo.title
+    base, default_name = named.groups()
+    if store.builds_tiny(demo.id):
+        return f"{base} (tiny {default_name})"
+    source = store.source(demo.id)
+    return demo.title if source == demo.default_model else f"{base} ({model_name(source)})"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Which models are here: said at start-up, so no tab looks usable and then fails on the first click
+
+# A model's state at start-up: "ready" (no network needed), "download" (on first use), "offline", "missing".
+WORST_FIRST = ("missing", "offline", "download", "ready")
+STATE_LOG = {
+    "ready": "on this machine",
+    "download": "not on this machine: downloaded from the Hugging Face Hub on first use",
+    "offline": "not on this machine and the hub is offline: its tabs cannot work",
+    "missing": "a local folder that does not exist: its tabs cannot work",
+}
+FIX = "run `python -m hub prefetch` while online, or start with `--preset tiny`"
+
+
+def hub_is_offline(settings: Settings) -> bool:
+    """--offline, HUB_OFFLINE or HF_HUB_OFFLINE, or set by the CLI when the Hub did not answer at start-up."""
+    return settings.offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def model_states(store: ModelStore, offline: bool) -> dict[str, str]:
+    """Each loadable model's state (see WORST_FIRST), read from the local folders and the Hugging Face cache."""
+    cached = cached_hub_repos()
+    states = {}
+    for demo in store.demos.values():
+        if demo.load is None:
+            continue
+        status = store.status(demo.id, cached)
+        if status in READY:
+            states[demo.id] = "ready"
+        elif status == "MISSING":
+            states[demo.id] = "missing"
+        else:
+            states[demo.id] = "offline" if offline else "download"
+    return states
+
+
+def tab_models(demo: Demo) -> list[str]:
+    """The demo ids whose models a tab loads: its own and those it reads from other demos."""
+    return ([demo.id] if demo.load is not None else []) + [used.id for used in demo.uses]
+
+
+def tab_state(demo: Demo, states: dict[str, str]) -> str:
+    return min((states[m] for m in tab_models(demo)), key=WORST_FIRST.index, default="ready")
+
+
+def works_in_part(demo: Demo, states: dict[str, str]) -> bool:
+    """A tab over several models (Attention: GPT-2, BERT, MiniLM) still works with the ones that are here."""
+    return any(states[m] in ("ready", "download") for m in tab_models(demo))
+
+
+def tab_notice(demo: Demo, store: ModelStore, states: dict[str, str]) -> str | None:
+    """The note at the top of a tab whose models are not all on this machine; None when they are."""
+    waiting = [m for m in tab_models(demo) if states[m] != "ready"]
+    if not waiting:
+        return None
+    lines = []
+    for model in waiting:
+        source = f"`{store.source(model)}`"
+        if states[model] == "download":
+            lines.append(f"{source} is not on this machine yet: the first request waits while it downloads.")
+        elif states[model] == "offline":
+            lines.append(f"{source} is not in the local cache and the hub is offline: {FIX}.")
+        else:
+            lines.append(f"The folder {source} does not exist (see --model).")
+    if tab_state(demo, states) == "download":
+        heading = "Downloads on first use"
+    else:
+        heading = "Part of this tab cannot work now" if works_in_part(demo, states) else "This tab cannot work now"
+    return f"> **{heading}:** " + " ".join(lines)
+
+
+def models_banner(titles: dict[str, str], demos: list[Demo], states: dict[str, str]) -> str:
+    """One paragraph at the top of the page: which tabs have their models here, which download, which cannot."""
+    groups = {state: [] for state in WORST_FIRST}
+    for demo in demos:
+        state = tab_state(demo, states)
+        in_part = state in ("offline", "missing") and works_in_part(demo, states)
+        groups[state].append(titles[demo.id] + (" (in part)" if in_part else ""))
+    said = {
+        "ready": "Ready on this machine: {}.",
+        "download": "Downloaded from the Hugging Face Hub on first use (the first request waits for it): {}.",
+        "offline": "Cannot work, the hub being offline and their models not in the local cache: {}; " + FIX + ".",
+        "missing": "Cannot work, their model folder does not exist: {}.",
+    }
+    parts = [said[state].format(", ".join(groups[state])) for state in reversed(WORST_FIRST) if groups[state]]
+    return "> **Models.** " + " ".join(parts)
+
+
+def log_model_states(store: ModelStore, states: dict[str, str]) -> None:
+    for demo_id, state in states.items():
+        log.info("model of %s: %s, %s", demo_id, store.source(demo_id), STATE_LOG[state])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The app
+
+
 def build_app(settings: Settings, store: ModelStore | None = None) -> gr.Blocks:
     demos = find_demos(settings.demos)
     store = store or ModelStore(settings, demos)
+    states = model_states(store, hub_is_offline(settings))
+    log_model_states(store, states)
+    titles = {demo.id: tab_title(demo, store) for demo in demos}
+    all_here = all(state == "ready" for state in states.values())
     # Files Gradio hands out (images, fine-tuned model zips) are deleted after an hour, so a Space never fills its disk.
     with HubBlocks(title="Transformers demo hub", delete_cache=(1800, 3600)) as app:
         presenter_switch()  # ?present=1 or this switch: large type, the intro and banners folded away
         gr.Markdown(INTRO, elem_id="hub-intro")
         if settings.preset == "tiny":
             gr.Markdown(TINY_BANNER, elem_id="tiny-banner", elem_classes="hub-banner")
+        if settings.preset != "tiny" or not all_here:
+            gr.Markdown(models_banner(titles, demos, states), elem_id="models-banner", elem_classes="hub-banner")
         # "wrap": every tab stays in the bar on a projector's narrow screen, never hidden in a "..." menu
         with gr.Tabs(overflow_behavior="wrap") as tabs:
             tab_blocks = []
             for demo in demos:
-                with gr.Tab(demo.title, id=demo.id) as tab:
+                with gr.Tab(titles[demo.id], id=demo.id) as tab:
+                    if notice := tab_notice(demo, store, states):
+                        gr.Markdown(notice, elem_id=f"model-notice-{demo.id}", elem_classes="hub-banner")
                     demo.tab(store)
                 tab_blocks.append(tab)
         # ?tab=<demo id>&<input>=<value> opens that demo with those inputs; the address bar follows the open tab

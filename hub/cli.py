@@ -180,9 +180,13 @@ def run_command(argv: list[str] | None = None) -> None:
     command, settings = parse_settings(argv)
     if command == "run":
         check_port_free(settings.host, settings.port)
-    if command == "list":
-        settings.offline = True  # list only reads the local cache
-    elif command == "prefetch" and settings.offline:
+    if command == "list":  # reads the light catalog and the local cache: no model library, no network
+        apply_offline(True)
+        from hub.catalog import list_models
+
+        print(list_models(settings))
+        return
+    if command == "prefetch" and settings.offline:
         print("Offline (--offline, HUB_OFFLINE or HF_HUB_OFFLINE): nothing can be downloaded.", flush=True)
     elif not settings.offline and not hub_is_reachable():
         if command == "prefetch":
@@ -196,9 +200,7 @@ def run_command(argv: list[str] | None = None) -> None:
     from demos import find_demos  # imports the model libraries: after apply_offline
 
     demos = find_demos(settings.demos)  # the ids were checked against DEMO_IDS already
-    if command == "list":
-        list_models(settings, demos)
-    elif command == "prefetch":
+    if command == "prefetch":
         sys.exit(prefetch(settings, demos))
     else:
         from hub.app import build_app, launch
@@ -206,45 +208,15 @@ def run_command(argv: list[str] | None = None) -> None:
         launch(build_app(settings), settings)
 
 
-def list_models(settings: Settings, demos: list) -> None:
-    from hub.models import ModelStore
-
-    store = ModelStore(settings, demos)
-    cached = cached_hub_repos()
-    print(f"{'demo':<22}{'available':<11}model")
-    for demo in with_models(store):
-        print(f"{demo.id:<22}{availability(store, demo, cached):<11}{store.source(demo.id)}")
-
-
-def availability(store, demo, cached: set[str]) -> str:
-    """yes / no / MISSING (a local folder that is not there) / built or 'on use' (a tiny preset model)."""
-    from hub.models import is_local, tiny_model_is_built
-
-    source = store.source(demo.id)
-    if store.settings.preset == "tiny" and demo.id not in store.settings.models and demo.build_tiny:
-        return "built" if tiny_model_is_built(Path(source)) else "on use"
-    if is_local(source):
-        return "yes" if Path(source).expanduser().exists() else "MISSING"
-    return "yes" if all(repo in cached for repo in demo.hub_repos(source)) else "no"
-
-
 def with_models(store) -> list:
     """The demos that load a model, including the ones enabled tabs borrow (the attention tab reads GPT-2's)."""
     return [demo for demo in store.demos.values() if demo.load is not None]
 
 
-def cached_hub_repos() -> set[str]:
-    from huggingface_hub import scan_cache_dir
-
-    try:
-        return {repo.repo_id for repo in scan_cache_dir().repos}
-    except Exception:  # no cache folder yet
-        return set()
-
-
 def prefetch(settings: Settings, demos: list) -> int:
     """Load every model once, which makes its library download exactly the files it needs; offline, only say
     which models are already here. One line per model and a summary; 1 when any model is not ready."""
+    from hub.catalog import cached_hub_repos
     from hub.models import ModelStore
 
     logging.getLogger("hub.models").setLevel(logging.CRITICAL)  # each failure is reported below, in one line
@@ -255,7 +227,7 @@ def prefetch(settings: Settings, demos: list) -> int:
     for number, demo in enumerate(to_fetch, 1):
         source = store.source(demo.id)
         where = f"[{number}/{len(to_fetch)}] {demo.id} ({source})"
-        if settings.offline and availability(store, demo, cached) == "no":
+        if settings.offline and store.status(demo.id, cached) == "no":
             failed.append(demo.id)
             print(f"{where}: not in the local cache, and it cannot be downloaded offline", flush=True)
             continue

@@ -9,6 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hub.catalog import builds_tiny, model_source, model_status
+from hub.catalog import is_local as is_local  # the demos import it from here
+from hub.catalog import tiny_model_folder as tiny_model_folder
+from hub.catalog import tiny_model_is_built as tiny_model_is_built
 from hub.demo import Demo
 from hub.device import pick_device, resolve_dtype
 from hub.errors import ModelUnavailableError
@@ -18,18 +22,6 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-
-
-def is_local(source: str) -> bool:
-    return source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
-
-
-def tiny_model_folder(cache_dir: Path, demo_id: str) -> Path:
-    return cache_dir / "tiny" / demo_id
-
-
-def tiny_model_is_built(folder: Path) -> bool:
-    return (folder / ".complete").exists()
 
 
 def build_tiny_model(demo: Demo, cache_dir: Path) -> Path:
@@ -73,11 +65,18 @@ class ModelStore:
     def source(self, demo_id: str) -> str:
         """Where the demo's model comes from: --model, else the tiny preset's folder, else the default."""
         demo = self.demos[demo_id]
-        if demo_id in self.settings.models:
-            return self.settings.models[demo_id]
-        if self.settings.preset == "tiny" and demo.build_tiny is not None:
-            return str(tiny_model_folder(self.settings.cache_dir, demo_id))
-        return demo.default_model
+        return model_source(demo_id, demo.default_model, demo.build_tiny is not None, self.settings)
+
+    def builds_tiny(self, demo_id: str) -> bool:
+        """True when the demo uses the tiny preset's random-weight model, built on this machine."""
+        return builds_tiny(demo_id, self.demos[demo_id].build_tiny is not None, self.settings)
+
+    def status(self, demo_id: str, cached: set[str]) -> str:
+        """Whether the demo's model is on this machine (hub.catalog.model_status); `cached` = cached_hub_repos()."""
+        source = self.source(demo_id)
+        if self.builds_tiny(demo_id):
+            return model_status(source, [], cached, tiny_folder=Path(source))
+        return model_status(source, self.demos[demo_id].hub_repos(source), cached)
 
     def get(self, demo_id: str, on_load: Callable[[str], None] | None = None) -> Any:
         """The demo's model, loading it on first use; `on_load(message)` is told when a load starts."""
@@ -93,7 +92,7 @@ class ModelStore:
 
     def _load(self, demo: Demo, source: str) -> Any:
         try:
-            if self.settings.preset == "tiny" and demo.id not in self.settings.models and demo.build_tiny:
+            if self.builds_tiny(demo.id):
                 build_tiny_model(demo, self.settings.cache_dir)
             elif is_local(source) and not Path(source).expanduser().exists():
                 raise FileNotFoundError(f"folder {source} does not exist")

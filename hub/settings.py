@@ -6,21 +6,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hub.catalog import CATALOG
+
 DTYPES = ("auto", "float32", "bfloat16")
 PRESETS = ("tiny",)
-# The demo ids in tab order, light enough for the CLI to check --demos before torch loads;
+# The demo ids in tab order, from the light catalog, so the CLI checks --demos before torch loads;
 # tests/test_cli.py checks they equal the ids of demos.DEMOS.
-DEMO_IDS = (
-    "text-generation",
-    "fill-mask",
-    "image-classification",
-    "zero-shot",
-    "fine-tune",
-    "text-to-image",
-    "attention",
-    "layers",
-    "positional-encoding",
-)
+DEMO_IDS = tuple(entry.id for entry in CATALOG if entry.tab)
 
 
 def default_cache_dir() -> Path:
@@ -155,7 +147,7 @@ def apply_offline(offline: bool) -> None:
             os.environ[var] = "1"
 
 
-def hub_is_reachable(timeout_s: float = 3.0) -> bool:
+def hub_is_reachable(timeout_s: float = 2.0) -> bool:
     """One quick look at the Hugging Face Hub: without it, each model load would retry for minutes."""
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     try:

@@ -1,6 +1,8 @@
 """The command line as an operator meets it: every mistake is one line on stderr and a non-zero exit, said before
-torch, transformers or gradio load; --mcp serves the public endpoints as MCP tools; prefetch offline says so."""
+torch, transformers or gradio load; `list` reads a light catalog; --mcp serves the public endpoints as MCP tools,
+each described; prefetch offline says so."""
 
+import importlib
 import json
 import os
 import socket
@@ -13,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from demos import DEMOS
-from hub.settings import DEMO_IDS
+from hub.catalog import CATALOG, needed_repos
+from hub.models import ModelStore
+from hub.settings import DEMO_IDS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +47,81 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> N
 
 def test_the_light_demo_id_list_is_the_registry():
     assert DEMO_IDS == tuple(demo.id for demo in DEMOS)
+
+
+def test_the_light_catalog_says_what_the_demos_say():
+    # every demo with a model, the ones other tabs borrow included (MiniLM)
+    demos = ModelStore(Settings(dtype="float32"), DEMOS).demos
+    assert [entry.id for entry in CATALOG] == [*DEMO_IDS, "minilm"] and set(demos) == {e.id for e in CATALOG}
+    for entry in CATALOG:
+        demo = demos[entry.id]
+        assert (entry.title, entry.default_model) == (demo.title, demo.default_model)
+        assert (entry.tiny, entry.tab, bool(entry.default_model)) == (
+            demo.build_tiny is not None,
+            demo.tab is not None,
+            demo.load is not None,
+        )
+        assert entry.uses == tuple(used.id for used in demo.uses)
+        if entry.tab:
+            assert importlib.import_module(entry.module).DEMO is demo
+        if demo.load is not None:
+            assert needed_repos(entry, demo.default_model) == demo.hub_repos(demo.default_model), entry.id
+            if entry.source_is_repo:  # another Hub id is the one repo it needs, as the demo says
+                assert needed_repos(entry, "someone/other-model") == demo.hub_repos("someone/other-model")
+
+
+# Run in a fresh interpreter: the command, then the names of the heavy libraries it imported.
+HEAVY_IMPORTS = """
+import sys
+from hub.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+heavy = ("torch", "transformers", "timm", "open_clip", "diffusers", "gradio", "demos")
+print("imported:", sorted(name for name in heavy if name in sys.modules), file=sys.stderr)
+"""
+
+
+def fake_hf_cache(hf_home: Path, cached: list[str], empty: list[str] = ()) -> None:
+    """A Hugging Face cache folder as the Hub libraries leave it: a ref to a snapshot holding files, for each
+    cached repo; a folder with nothing in it (an interrupted first download) for each empty one."""
+    for repo in cached:
+        folder = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+        (folder / "refs").mkdir(parents=True)
+        (folder / "refs" / "main").write_text("0123abcd")
+        (folder / "snapshots" / "0123abcd").mkdir(parents=True)
+        (folder / "snapshots" / "0123abcd" / "config.json").write_text("{}")
+    for repo in empty:
+        (hf_home / "hub" / f"models--{repo.replace('/', '--')}").mkdir(parents=True)
+
+
+def test_list_reads_the_local_cache_without_loading_a_model_library(tmp_path):
+    fake_hf_cache(tmp_path, cached=["openai-community/gpt2"], empty=["google-bert/bert-base-uncased"])
+    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "0"}
+    result = subprocess.run(
+        [sys.executable, "-c", HEAVY_IMPORTS, "list", "--demos", "text-generation,fill-mask,attention"],
+        cwd=ROOT,
+        env={name: value for name, value in env.items() if not name.startswith("HUB_")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.splitlines() == [
+        "demo                  available  model",
+        "text-generation       yes        openai-community/gpt2",
+        "fill-mask             no         google-bert/bert-base-uncased",
+        "minilm                yes        sentence-transformers/all-MiniLM-L6-v2",  # from its PyPI package
+    ]
+    assert result.stderr.strip() == "imported: []"
+
+
+def test_a_wrong_demo_id_is_said_before_a_model_library_loads():
+    result = subprocess.run(
+        [sys.executable, "-c", HEAVY_IMPORTS, "--demos", "fill-masks"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert "unknown demo id(s) fill-masks" in result.stderr
+    assert result.stderr.strip().endswith("imported: []")
 
 
 @pytest.mark.parametrize(
@@ -107,13 +186,15 @@ def get_json(url: str):
         return json.load(response)
 
 
-def test_mcp_serves_every_public_endpoint_as_a_tool(tmp_path):
+@pytest.fixture(scope="module")
+def mcp_tools(tmp_path_factory) -> tuple[list[dict], set[str]]:
+    """The MCP tool schemas of the whole hub served with --mcp (tiny preset), and its public endpoint names."""
     port = free_port()
-    args = ["run", "--preset", "tiny", "--demos", "fill-mask", "--offline", "--mcp", "--port", str(port)]
+    args = ["run", "--preset", "tiny", "--offline", "--mcp", "--port", str(port)]
     hub = subprocess.Popen(
         [sys.executable, "-m", "hub", *args],
         cwd=ROOT,
-        env={**os.environ, "HUB_CACHE_DIR": str(tmp_path)},
+        env={**os.environ, "HUB_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -132,10 +213,28 @@ def test_mcp_serves_every_public_endpoint_as_a_tool(tmp_path):
     finally:
         hub.terminate()
         hub.wait(30)
-    assert "fill_mask" in public
+    return tools, public
+
+
+def test_mcp_serves_every_public_endpoint_as_a_tool(mcp_tools):
+    tools, public = mcp_tools
+    assert {"fill_mask", "generate", "attention", "text_to_image"} <= public
     assert {tool["meta"]["endpoint_name"] for tool in tools} == public
     fill_mask = next(tool for tool in tools if tool["meta"]["endpoint_name"] == "fill_mask")
     assert set(fill_mask["inputSchema"]["properties"]) == {"text", "top_k"}
+
+
+def test_every_mcp_tool_describes_itself_and_each_input(mcp_tools):
+    # Gradio builds them from the handler's docstring: a first paragraph, then "Args:" with "name: meaning" lines
+    tools, _ = mcp_tools
+    undescribed = {}
+    for tool in tools:
+        missing = [name for name, schema in tool["inputSchema"]["properties"].items() if not schema.get("description")]
+        if not tool["description"].split(" Returns:")[0].strip(" ."):  # "" + ". Returns: ..." when only Returns
+            missing.insert(0, "(the tool itself)")
+        if missing:
+            undescribed[tool["meta"]["endpoint_name"]] = missing
+    assert undescribed == {}, f"endpoints without a description: {undescribed}"
 
 
 def test_prefetch_with_no_network_says_so_and_sums_up_each_model(tmp_path):
