@@ -312,8 +312,14 @@ def attention_change_section(store: ModelStore, demo_id: str, sessions: VisitorS
     )
 
     def fine_tune_attention(text: str = EXAMPLE, request: gr.Request = None) -> dict:
-        """This visitor's fine-tuned model against the pretrained backbone, for one text: tokens, change[layer][head]
-        (percentage points), before and after[layer][head][query][key] (0-1)."""
+        """How fine-tuning changed every attention head: this session's fine-tuned model against the pretrained backbone, for one text (call /fine_tune first, with the same client).
+
+        Args:
+            text: The text to read, at most 64 tokens (cut to the max_length the model was trained with); read exactly as given. Default the first probe text.
+
+        Returns:
+            {"tokens": the model's tokens, "change": change[layer][head] = the mean over query and key tokens of |after - before| in percentage points, "before" and "after": attention[layer][head][query][key] as fractions from 0 to 1, each query row summing to 1}; layers and heads in model order (the figures count them from 1).
+        """
         return as_json(visitor_change(text, request))
 
     gr.api(show_errors(fine_tune_attention), api_name="fine_tune_attention", concurrency_limit=2)

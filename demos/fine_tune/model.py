@@ -5,6 +5,7 @@ import importlib.util
 import shutil
 import tempfile
 import threading
+import time
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -225,6 +226,12 @@ class SessionModels(VisitorStore):
         save_model(item)  # on disk first: from now on the model may leave memory
         super().put(session, item, owner)
         self._keep_loaded(item)
+
+    def holds(self, session: str) -> bool:
+        """Whether this visitor has a model kept now (without loading it or counting it as a use)."""
+        with self._lock:
+            self._expire(time.monotonic())
+            return session in self._items
 
     def get(self, session: str) -> FineTuned:
         item = super().get(session)

@@ -40,6 +40,7 @@ from demos.fine_tune.training import (
     train_live,
 )
 from hub.demo import Demo
+from hub.links import link_inputs
 from hub.models import ModelStore
 from hub.ui import code_accordion, load_model, show_errors
 from hub.visitors import StopSwitches, caller_id, session_id
@@ -66,8 +67,12 @@ def loss_frame(run: TrainingRun) -> pd.DataFrame:
     return pd.DataFrame({"step": range(1, len(run.losses) + 1), "loss": run.losses})
 
 
+# The accuracy plot's x axis: whole epochs, as categories in this order (a number axis would tick at 0.5, 1.5...).
+EPOCH_TICKS = ["before", *(str(epoch) for epoch in range(1, LIMITS["epochs"][2] + 1))]
+
+
 def accuracy_frame(run: TrainingRun) -> pd.DataFrame:
-    return pd.DataFrame({"epoch": range(len(run.epoch_accuracy)), "held-out accuracy": run.epoch_accuracy})
+    return pd.DataFrame({"epoch": EPOCH_TICKS[: len(run.epoch_accuracy)], "held-out accuracy": run.epoch_accuracy})
 
 
 def _top(labels: dict[str, float]) -> str:
@@ -82,10 +87,21 @@ def probes_frame(run: TrainingRun) -> pd.DataFrame:
     )
 
 
-def status_text(run: TrainingRun) -> str:
+def stopped_text(step: int | None, total_steps: int | None, earlier_model: bool) -> str:
+    """What a stopped run leaves: its model is never kept (see training.train); an earlier run's model stays."""
+    where = f"at step {step} of {total_steps}" if total_steps else "before training began"
+    kept = (
+        "your model from an earlier run is still the one used below"
+        if earlier_model
+        else "there is no fine-tuned model to try below"
+    )
+    return f"**Stopped {where}.** This run's model was not kept; {kept}."
+
+
+def status_text(run: TrainingRun, earlier_model: bool = False) -> str:
     before = f"Held-out accuracy before training: **{run.before.accuracy:.1%}**" if run.before else ""
     if run.stopped == "cancelled":
-        return f"Training cancelled at step {run.step} of {run.total_steps}; no model was kept."
+        return stopped_text(run.step, run.total_steps, earlier_model)
     if run.done:
         note = f" ({run.stopped})" if run.stopped else ""
         return (
@@ -98,16 +114,21 @@ def status_text(run: TrainingRun) -> str:
     return f"Epoch {run.epoch}/{run.settings.epochs}, step {run.step}/{run.total_steps}, loss {loss:.3f}. {before}."
 
 
+PER_CLASS_HEADERS = ["class", "precision: before → after", "recall: before → after", "held-out texts"]
+
+
 def per_class_frame(run: TrainingRun) -> pd.DataFrame:
-    rows = []
-    for name in run.data.label_names:
-        row = {"class": name}
-        for when, evaluation in (("before", run.before), ("after", run.after)):
-            row[f"precision {when}"] = round(evaluation.per_class[name]["precision"], 3)
-            row[f"recall {when}"] = round(evaluation.per_class[name]["recall"], 3)
-        row["held-out texts"] = run.after.per_class[name]["support"]
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """Precision and recall per class in percent, before and after side by side in one cell: four narrow columns
+    fit beside the plots (the API's metrics keep the fractions)."""
+
+    def change(metric: str, name: str) -> str:
+        return f"{run.before.per_class[name][metric]:.0%} → {run.after.per_class[name][metric]:.0%}"
+
+    rows = [
+        [name, change("precision", name), change("recall", name), run.after.per_class[name]["support"]]
+        for name in run.data.label_names
+    ]
+    return pd.DataFrame(rows, columns=PER_CLASS_HEADERS)
 
 
 def confusion_frame(evaluation: Evaluation, label_names: list[str]) -> pd.DataFrame:
@@ -127,7 +148,9 @@ def setting_slider(name: str, step: float) -> gr.Slider:
 
 def fine_tune_tab(store: ModelStore) -> None:
     sessions = SessionModels()
-    switches = StopSwitches()  # Cancel reaches the visitor's training thread through these
+    switches = StopSwitches()  # Stop reaches the visitor's training thread through these
+    shown: dict[str, tuple[int, int]] = {}  # session -> (step, total steps) last shown, while its training runs
+    stopped: dict[str, str] = {}  # session -> the message for a run they stopped, until the tab has shown it
 
     gr.Markdown(
         "**Why fine-tune?** A pretrained transformer already understands language; a few minutes of training on a few "
@@ -136,7 +159,10 @@ def fine_tune_tab(store: ModelStore) -> None:
         "reduce the loss; texts held out from training tell you whether it learnt or just memorised."
     )
     with gr.Row():
-        with gr.Column():
+        with gr.Column(scale=2):
+            with gr.Row():
+                train = gr.Button("Fine-tune", variant="primary", elem_id="fine-tune-start")
+                stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="fine-tune-stop")
             dataset = gr.Radio([BUILTIN, UPLOAD], value=BUILTIN, label="Dataset", elem_id="fine-tune-dataset")
             csv_file = gr.File(
                 label="CSV with a text column and a label column",
@@ -151,6 +177,9 @@ def fine_tune_tab(store: ModelStore) -> None:
                 label_column = gr.Dropdown(
                     [LABEL_COLUMN], value=LABEL_COLUMN, label="Label column", allow_custom_value=True
                 )
+            probe_texts = gr.Textbox(
+                "\n".join(DEFAULT_PROBES), lines=4, label="Probe texts (one per line): classified before and after"
+            )
             with gr.Accordion("Hyperparameters", open=True):
                 epochs = setting_slider("epochs", step=1)
                 learning_rate = gr.Number(
@@ -162,37 +191,67 @@ def fine_tune_tab(store: ModelStore) -> None:
                 weight_decay = setting_slider("weight_decay", step=0.01)
                 freeze = gr.Checkbox(value=DEFAULTS.freeze_backbone, label="Freeze the backbone", info=HELP["freeze"])
                 seed = gr.Number(value=DEFAULTS.seed, precision=0, label=LIMITS["seed"][0], info=HELP["seed"])
-            probe_texts = gr.Textbox(
-                "\n".join(DEFAULT_PROBES), lines=4, label="Probe texts (one per line): classified before and after"
+            # ?tab=fine-tune&epochs=1&learning_rate=0.0005... and a Copy link button (a CSV cannot travel in a link)
+            link_inputs(
+                DEMO_ID,
+                dataset=dataset,
+                epochs=epochs,
+                learning_rate=learning_rate,
+                batch_size=batch_size,
+                max_length=max_length,
+                warmup=warmup,
+                weight_decay=weight_decay,
+                freeze_backbone=freeze,
+                seed=seed,
+                probe_texts=probe_texts,
             )
-            with gr.Row():
-                train = gr.Button("Fine-tune", variant="primary")
-                cancel = gr.Button("Cancel", variant="stop")
-        with gr.Column():
+        with gr.Column(scale=3):
             status = gr.Markdown("Press **Fine-tune** to start.", elem_id="fine-tune-status")
-            loss_plot = gr.LinePlot(x="step", y="loss", label="Training loss", height=220, elem_id="fine-tune-loss")
+            # "export" saves the plot as a PNG at twice its size on the page (Gradio's own button).
+            loss_plot = gr.LinePlot(
+                x="step",
+                y="loss",
+                x_title="training step",
+                label="Training loss",
+                height=220,
+                buttons=["export", "fullscreen"],
+                elem_id="fine-tune-loss",
+            )
             accuracy_plot = gr.LinePlot(
                 x="epoch",
                 y="held-out accuracy",
+                y_title="accuracy",
+                sort=EPOCH_TICKS,
                 y_lim=[0, 1],
-                label="Held-out accuracy by epoch (0 = before)",
+                y_axis_format=".0%",
+                label="Held-out accuracy by epoch",
                 height=200,
+                buttons=["export", "fullscreen"],
+                elem_id="fine-tune-accuracy",
             )
             probes_table = gr.Dataframe(
                 headers=["text", "before training", "after training"],
-                label="Probe texts",
+                label="Probe texts: the most probable class",
                 interactive=False,
                 wrap=True,
+                column_widths=["50%", "25%", "25%"],
                 elem_id="fine-tune-probes",
             )
             with gr.Accordion("Results on the held-out texts", open=True):
                 per_class = gr.Dataframe(
-                    headers=["class", "precision before", "recall before", "precision after", "recall after"],
+                    headers=PER_CLASS_HEADERS,
                     label="Precision and recall per class",
                     interactive=False,
+                    wrap=True,
                     elem_id="fine-tune-per-class",
                 )
-                confusion = gr.Dataframe(label="Confusion matrix after training", interactive=False)
+                confusion = gr.Dataframe(
+                    headers=["true class", "predicted ..."],
+                    label="Confusion matrix after training (held-out texts)",
+                    interactive=False,
+                    wrap=True,
+                    elem_id="fine-tune-confusion",
+                )
             with gr.Accordion("All metrics (what the HTTP API returns)", open=False):
                 metrics = gr.JSON(label="Metrics")
     gr.Markdown("### Try your fine-tuned model")
@@ -217,6 +276,26 @@ def fine_tune_tab(store: ModelStore) -> None:
                   max_length=DEFAULTS.max_length, warmup=DEFAULTS.warmup, weight_decay=DEFAULTS.weight_decay,
                   freeze_backbone=DEFAULTS.freeze_backbone, seed=DEFAULTS.seed, probe_texts="\n".join(DEFAULT_PROBES),
                   request: gr.Request = None, progress=gr.Progress()):  # fmt: skip
+        """Fine-tune a small pretrained transformer (MiniLM) as a text classifier, streaming its progress.
+
+        Args:
+            dataset: "Built-in: sentiment of short reviews" (default) or "My CSV file"; a CSV file sent in csv_file is trained on whichever is chosen.
+            csv_file: A CSV file (UTF-8, at most 2 MB) with a text column and a label column, at least 2 classes with a few rows each; default none.
+            text_column: The CSV's column holding the texts. Default "text".
+            label_column: The CSV's column holding the labels. Default "label".
+            epochs: Passes over the training texts, 1 to 10. Default 3.
+            learning_rate: AdamW's peak learning rate, 1e-6 to 1e-2. Default 2e-4.
+            batch_size: Texts per training step, 1 to 64. Default 8.
+            max_length: Tokens read per text (longer texts are cut), 8 to 256, at most what the backbone reads. Default 64.
+            warmup: Fraction of the steps over which the learning rate rises from 0, 0 to 0.5. Default 0.1.
+            weight_decay: AdamW's weight decay, 0 to 0.5. Default 0.01.
+            freeze_backbone: True trains only the new classification head. Default false.
+            seed: Seed of the new head's weights and of the shuffling, 0 to 2147483647: the same seed and settings train the same model. Default 0.
+            probe_texts: Texts, one per line, classified before and after training. Default six short reviews.
+
+        Returns:
+            A stream of (status text, loss by step, held-out accuracy by epoch, probe texts with their most probable class before and after, metrics); the last metrics hold "done", "step", "total_steps", "losses", "held_out_accuracy_by_epoch" and "before"/"after" with accuracy, per-class precision, recall, f1 and support (fractions 0 to 1) and the confusion matrix. The model is then this session's, for /fine_tune_predict and /fine_tune_attention.
+        """
         settings = check_settings(
             epochs, learning_rate, batch_size, max_length, warmup, weight_decay, freeze_backbone, seed
         )
@@ -228,38 +307,74 @@ def fine_tune_tab(store: ModelStore) -> None:
         settings, cut = fit_to_backbone(settings, backbone)
         if cut:
             gr.Warning(cut)
-        # Cancel sets `stop`; Gradio closing this handler (a client's cancel, a visitor who left) closes `runs`:
-        # either way the training thread ends at its next step.
-        with switches.switch(session) as stop, closing(train_live(backbone, data, settings, probes, stop)) as runs:
-            for run in runs:
-                if run.done:  # stored before the last update reaches the visitor, who may then use it at once
-                    kept = FineTuned(run.model, backbone.tokenizer, data.label_names, settings.max_length)
-                    sessions.put(session, kept, owner=caller)
-                progress((run.step, run.total_steps), desc=f"Epoch {max(run.epoch, 1)}/{settings.epochs}", unit="steps")
-                # The State gets the run without its model: only the bounded `sessions` store keeps models.
-                final = replace(run, model=None) if run.done else None
-                yield (status_text(run), loss_frame(run), accuracy_frame(run), probes_frame(run), run_metrics(run),
-                       final)  # fmt: skip
+        # Stop sets `stop`; Gradio closing this handler (a client's cancel, a visitor who left) closes `runs`:
+        # either way the training thread ends at its next step, and its model is not kept.
+        try:
+            with switches.switch(session) as stop, closing(train_live(backbone, data, settings, probes, stop)) as runs:
+                for run in runs:
+                    if run.done:  # stored before the last update reaches the visitor, who may then use it at once
+                        kept = FineTuned(run.model, backbone.tokenizer, data.label_names, settings.max_length)
+                        sessions.put(session, kept, owner=caller)
+                    shown[session] = (run.step, run.total_steps)
+                    progress(
+                        (run.step, run.total_steps), desc=f"Epoch {max(run.epoch, 1)}/{settings.epochs}", unit="steps"
+                    )
+                    # The State gets the run without its model: only the bounded `sessions` store keeps models.
+                    final = replace(run, model=None) if run.done else None
+                    probes_view = None if run.stopped == "cancelled" else probes_frame(run)  # no half-drawn table
+                    yield (status_text(run, sessions.holds(session)), loss_frame(run), accuracy_frame(run), probes_view,
+                           run_metrics(run), final)  # fmt: skip
+        finally:
+            shown.pop(session, None)
 
     @show_errors
-    def explain(run: TrainingRun | None):
+    def begin():
+        """The last run's results go as a new one starts; Stop can be pressed while it runs."""
+        return None, None, "", gr.Button(interactive=True)
+
+    @show_errors
+    def explain(run: TrainingRun | None, request: gr.Request):
+        """After a run ends, is stopped or fails: its tables, its code, and Stop disabled again. A stopped run's
+        message is written here too, as the last word: an update of the stream sent just before Gradio cancelled it
+        may have reached the page after the Stop button's own message."""
+        message = stopped.pop(session_id(request), None)
         if run is None or not run.done:
-            return None, None, ""
+            status_update = message if message is not None else gr.skip()
+            probes_update = None if message is not None else gr.skip()
+            return None, None, "", gr.Button(interactive=False), status_update, probes_update
         backbone = store.get(DEMO_ID)  # loaded: the run just used it
+        code_text = reproduce_code(
+            store.source(DEMO_ID), run.settings, run.data.label_names, backbone.mixed_precision, backbone.device
+        )
         return (
             per_class_frame(run),
             confusion_frame(run.after, run.data.label_names),
-            reproduce_code(
-                store.source(DEMO_ID), run.settings, run.data.label_names, backbone.mixed_precision, backbone.device
-            ),
+            code_text,
+            gr.Button(interactive=False),
+            gr.skip(),
+            gr.skip(),
         )
 
     @show_errors
     def request_stop(request: gr.Request):
-        switches.stop_all(session_id(request))
+        """Stop: the training thread ends at its next step; the page says so at once and drops the half-drawn
+        tables (the loss curve stays: it shows how far the run got)."""
+        session = session_id(request)
+        switches.stop_all(session)
+        step, total = shown.get(session, (None, None))
+        message = stopped[session] = stopped_text(step, total, sessions.holds(session))
+        return message, None, None, None
 
     @show_errors
     def fine_tune_predict(text: str, request: gr.Request = None) -> dict[str, float]:
+        """Classify a text with the model this session fine-tuned last (call /fine_tune first, with the same client).
+
+        Args:
+            text: The text to classify, at most 5,000 characters; read exactly as given (cut to the max_length tokens the model was trained with).
+
+        Returns:
+            {"label": the most probable class, "confidences": [{"label": class, "confidence": probability from 0 to 1}, ...] for every class of the training data}.
+        """
         return predict(sessions.get(session_id(request)), text)
 
     @show_errors
@@ -289,6 +404,8 @@ def fine_tune_tab(store: ModelStore) -> None:
 
     inputs = [dataset, csv_file, text_column, label_column, epochs, learning_rate, batch_size, max_length, warmup,
               weight_decay, freeze, seed, probe_texts]  # fmt: skip
+    # Registered first: the page runs a trigger's events in order, and the training's own event lasts until it ends.
+    train.click(begin, None, [per_class, confusion, code, stop], queue=False, api_visibility="private")
     event = train.click(
         fine_tune,
         inputs,
@@ -296,8 +413,16 @@ def fine_tune_tab(store: ModelStore) -> None:
         api_name="fine_tune",
         concurrency_limit=1,  # one training at a time per process; others see their place in the queue
     )
-    event.then(explain, last_run, [per_class, confusion, code], api_visibility="private")
-    cancel.click(request_stop, None, None, cancels=[event], api_visibility="private")
+    # .then runs after the run ends, fails or is cancelled (Gradio's frontend triggers it after a cancel too).
+    event.then(explain, last_run, [per_class, confusion, code, stop, status, probes_table], api_visibility="private")
+    stop.click(
+        request_stop,
+        None,
+        [status, probes_table, per_class, confusion],
+        cancels=[event],
+        queue=False,
+        api_visibility="private",
+    )
     gr.on(
         [classify.click, try_text.submit],
         fine_tune_predict,
