@@ -9,6 +9,7 @@ import torch
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Rectangle
+from matplotlib.ticker import PercentFormatter
 from PIL import Image
 from torch import nn
 
@@ -17,9 +18,11 @@ from hub.demo import Demo
 from hub.errors import HubError
 from hub.figures import figure_png
 from hub.inside import DECODER, Transformer, load_transformer, tokenize
+from hub.links import link_inputs
 from hub.models import ModelStore
 from hub.ui import code_accordion, figure_image, show_errors
 
+DEMO_ID = "layers"
 DEFAULT_TEXT = "The Eiffel Tower is in the city of"
 LENS_CELL_TEXT_MAX_COLUMNS = 32  # wider than this, a cell is too narrow for a word: colours only (the table has all)
 
@@ -292,6 +295,7 @@ def lens_figure(t: Transformer, result: dict) -> Image.Image:
     fig.text(0.01, 0.005, legend, fontsize=7.5, color="#555")
     bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
     bar.set_label("probability of the top token", fontsize=8)
+    bar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
     if annotate:
         for i, row in enumerate(layers):
             for j, cell in enumerate(row):
@@ -324,7 +328,8 @@ with torch.no_grad():
 {head}
         top = probs.max(-1)
         words = tokenizer.convert_ids_to_tokens(top.indices.tolist())
-        print("embeddings" if layer == 0 else f"layer {{layer}}", [(w, round(p, 4)) for w, p in zip(words, top.values.tolist())])
+        percent = [round(100 * p, 3) for p in top.values.tolist()]  # the top token's probability, in percent
+        print("embeddings" if layer == 0 else f"layer {{layer}}", list(zip(words, percent)))
 """
 
 
@@ -355,13 +360,14 @@ def layers_tab(store: ModelStore) -> None:
         with gr.Column(scale=2):
             which = gr.Radio(CHOICES, value=DECODER, label="Model")
             run = gr.Button("Run", variant="primary", elem_id="layers-run")
-    gr.Examples(EXAMPLES, inputs=[text, which])
+    examples_place = gr.Column()  # filled below, once the handler the examples run is defined
     notice = gr.Markdown()
     lens = figure_image(label="Logit lens", elem_id="layers-lens")
     numbers = gr.Dataframe(
         pd.DataFrame(columns=["layer"]),
         label="The same numbers: top token and its probability",
         interactive=False,
+        elem_id="layers-numbers",
         wrap=True,
     )
     gr.Markdown("### How data flows through this model")
@@ -382,47 +388,55 @@ def layers_tab(store: ModelStore) -> None:
             scale=2,
         )
     code = code_accordion()
+    link_inputs(DEMO_ID, text=text, model=which)  # ?tab=layers&text=...&model=encoder, by /layer_predictions' names
 
     @show_errors
-    def show_model(which: str, progress=gr.Progress()):
+    def show(text: str, which: str, progress=gr.Progress()):
+        """The model's diagram at once, then the lens (the last run's lens is cleared: it belonged to another text)."""
         t = load_transformer(store, which, on_load=lambda message: progress(0, desc=message))
-        # The lens of the last run is cleared: it belonged to the model or text shown before.
-        return (
-            f"> {no_word_head_message(t)}" if t.word_head() is None else t.notice and f"> {t.notice}",
-            cached_diagram(t),
-            parts_table(t),
-            None,
-            pd.DataFrame(columns=["layer"]),
-            "",
+        notice = f"> {no_word_head_message(t)}" if t.word_head() is None else t.notice and f"> {t.notice}"
+        model_views = (notice, cached_diagram(t), parts_table(t))
+        yield *model_views, None, pd.DataFrame(columns=["layer"]), ""
+        if t.word_head() is None:  # the notice already says why there is no lens; the API refuses
+            return
+        result = layer_predictions(t, text)
+        yield (
+            *model_views,
+            lens_figure(t, result),
+            lens_table(t, result),
+            lens_code(t, tokenize(t, text).text, store.dtype),
         )
 
-    @show_errors
-    def show_lens(text: str, which: str):
-        t = load_transformer(store, which)
-        if t.word_head() is None:  # the notice above already says why there is no lens; the API refuses
-            return None, pd.DataFrame(columns=["layer"]), ""
-        result = layer_predictions(t, text)
-        return lens_figure(t, result), lens_table(t, result), lens_code(t, tokenize(t, text).text, store.dtype)
-
-    event = gr.on(
-        [run.click, text.submit, which.input],
-        show_model,
-        [which],
-        [notice, drawing, sizes, lens, numbers, code],
-        api_visibility="private",
-    )
-    event.success(show_lens, [text, which], [lens, numbers, code], api_visibility="private")
+    shown = [notice, drawing, sizes, lens, numbers, code]
+    gr.on([run.click, text.submit, which.input], show, [text, which], shown, api_visibility="private")
+    with examples_place:  # clicking an example fills the inputs, then runs the button's handler
+        gr.Examples(
+            EXAMPLES,
+            inputs=[text, which],
+            outputs=shown,
+            fn=show,
+            run_on_click=True,
+            cache_examples=False,
+            label="Examples: click one to run it",
+        )
 
     def layer_predictions_api(text: str, model: str = DECODER) -> dict:
-        """The logit lens as JSON: for each layer (0 = the embeddings) and each position, the top token and its
-        probability. model: "decoder" (GPT-2, next token) or "encoder" (BERT, the word at each position)."""
+        """The logit lens: what the model would predict if it stopped after each layer, at every position of a text.
+
+        Args:
+            text: The text to read, at most 64 tokens; sent to the model exactly as given. For the encoder, hide words with [MASK] (or <mask>, ___).
+            model: "decoder" (GPT-2, the text-generation model: the next token at each position; the default) or "encoder" (BERT, the fill-mask model: the token at each position).
+
+        Returns:
+            {"tokens": the model's tokens, "layers": one row per layer (row 0 = the embeddings, the last row = the model's own output), each a list with one {"token", "prob"} per position (the top token and its probability as a fraction from 0 to 1), "model", "kind", "masks": positions (from 0) of the mask tokens, "notice"}.
+        """
         return layer_predictions(load_transformer(store, model), text)
 
     gr.api(show_errors(layer_predictions_api), api_name="layer_predictions")
 
 
 DEMO = Demo(
-    id="layers",
+    id=DEMO_ID,
     title="Layer by layer",
     default_model="",
     load=None,

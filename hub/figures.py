@@ -33,8 +33,10 @@ def heatmap(
     vmin: float | None = 0.0,
     vmax: float | None = None,
     annotate: bool | None = None,
+    value_label: str = "",
 ) -> Image.Image:
-    """A labelled heatmap: rows top to bottom, columns left to right; cells written in percent where they fit."""
+    """A labelled heatmap: rows top to bottom, columns left to right; cells written in percent where they fit (the
+    colour bar, labelled `value_label`, says what the numbers are: with `percent`, its ticks read 0% to 100%)."""
     matrix = np.asarray(matrix, dtype=float)
     n_rows, n_columns = matrix.shape
     annotate = (n_rows <= 16 and n_columns <= 16) if annotate is None else annotate
@@ -54,6 +56,8 @@ def heatmap(
     bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
     if percent:
         bar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    if value_label:
+        bar.set_label(value_label, fontsize=8)
     if annotate:
         top = np.nanmax(matrix) if vmax is None else vmax
         for i in range(n_rows):

@@ -8,6 +8,7 @@ import io
 import pytest
 import torch
 from gradio_client.exceptions import AppError
+from PIL import Image
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from demos.layers import (
@@ -177,9 +178,9 @@ def test_the_code_prints_the_same_numbers(store, which, text):
     assert len(lines) == len(result["layers"])
     for line, row in zip(lines, result["layers"]):
         _, _, cells = line.partition(" [")
-        pairs = ast.literal_eval("[" + cells)
+        pairs = [(word, percent / 100) for word, percent in ast.literal_eval("[" + cells)]  # printed in percent
         assert [p for _, p in pairs] == pytest.approx([c["prob"] for c in row], abs=1e-4)
-        ties = [abs(p - c["prob"]) < 1e-5 or w == c["token"] for (w, p), c in zip(pairs, row)]
+        ties = [abs(p - c["prob"]) < 2e-5 or w == c["token"] for (w, p), c in zip(pairs, row)]
         assert all(ties)
 
 
@@ -223,3 +224,40 @@ def test_browser_draws_the_lens_and_the_diagram(page, hub_url):
     page.locator("#layers-run").click()
     page.locator("#layers-lens img").wait_for()
     page.locator("#layers-diagram img").wait_for()
+
+
+def downloaded_png(page, figure_id: str) -> Image.Image:
+    """The figure's Download button is on screen, and what it gives is a PNG."""
+    link = page.locator(f"#{figure_id} a[data-testid=download-link]")
+    assert link.locator("button[aria-label=Download]").is_visible()
+    assert link.get_attribute("download").endswith(".png")
+    return Image.open(io.BytesIO(page.request.get(link.get_attribute("href")).body()))
+
+
+def test_browser_a_link_fills_in_the_text_and_the_model(page, hub_url):
+    page.goto(f"{hub_url}?tab=layers&text=Paris%20is%20the%20[MASK]%20of%20France.&model=encoder")
+    page.wait_for_function("() => window.hubLinkRead === true")
+    assert page.get_by_label("Text", exact=True).input_value() == "Paris is the [MASK] of France."
+    assert page.get_by_label("Encoder (BERT)").is_checked()
+    page.locator("#layers-copy-link").wait_for()  # and the tab has its Copy link button
+
+
+def test_browser_a_link_with_a_bad_model_says_so_and_keeps_the_default(page, hub_url):
+    page.goto(f"{hub_url}?tab=layers&model=gpt-5")
+    page.wait_for_function("() => window.hubLinkRead === true")
+    assert "model must be one of" in page.locator(".toast-body").first.inner_text()
+    assert page.get_by_label("Decoder (GPT-2)").is_checked()
+
+
+def test_browser_clicking_an_example_runs_it_and_the_lens_downloads_as_a_slide_png(page, hub_url):
+    page.goto(f"{hub_url}?tab=layers&present=1")  # presenter mode keeps the Download buttons
+    example = page.get_by_text("One, two, three, four, five,", exact=True)
+    example.scroll_into_view_if_needed()
+    example.click()
+    page.locator("#layers-lens img").wait_for()
+    assert page.get_by_label("Text", exact=True).input_value() == "One, two, three, four, five,"
+    # the table's probabilities, in percent
+    page.wait_for_function("() => document.querySelector('#layers-numbers')?.innerText.includes('%')")
+    lens = downloaded_png(page, "layers-lens")
+    assert lens.format == "PNG" and lens.width >= 800  # drawn at SLIDE_DPI
+    assert downloaded_png(page, "layers-diagram").width >= 800
