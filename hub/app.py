@@ -37,11 +37,10 @@ TINY_BANNER = """
 
 
 def model_name(source: str) -> str:
-    """A short name for a model source: a local folder's name, a Hub id as typed or, when long, its last part."""
+    """How a tab title names a model source: a local folder by its name, anything else as typed (an open_clip
+    "name/tag" and a Hub "org/repo" cannot be told apart here, and both halves matter)."""
     source = source.removeprefix("hf-hub:").removeprefix("local-dir:")
-    if is_local(source):
-        return Path(source).expanduser().resolve().name
-    return source if len(source) <= 24 else source.rsplit("/", 1)[-1]
+    return Path(source).expanduser().resolve().name if is_local(source) else source
 
 
 def tab_title(demo: Demo, store: ModelStore) -> str:

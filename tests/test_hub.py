@@ -7,13 +7,14 @@ import threading
 import time
 from pathlib import Path
 
+import gradio as gr
 import pytest
 import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from demos import DEMOS, find_demos
-from hub.app import build_app, launch
+from hub.app import build_app, launch, tab_title
 from hub.cli import parse_settings
 from hub.demo import Demo
 from hub.device import bfloat16_is_faster, resolve_dtype
@@ -22,6 +23,7 @@ from hub.models import ModelStore
 from hub.settings import Settings, hub_is_reachable, settings_from_env
 
 from .conftest import free_port
+from .test_cli import fake_hf_cache
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -197,8 +199,9 @@ def test_tiny_preset_shows_a_banner_and_deep_links_open_a_tab(page, hub_url):
     page.wait_for_function(
         "() => document.querySelector(\"button[role='tab'][aria-selected='true']\")?.innerText.includes('Fill-mask')"
     )
-    page.get_by_role("tab", name="Text generation").click()
+    page.get_by_role("tab", name="Text generation (tiny GPT-2)").click()
     page.get_by_role("button", name="Generate").wait_for()
+    assert page.locator("#models-banner").count() == 0, "every tiny model is built here: the tiny banner says it all"
 
 
 def test_an_unreachable_hub_is_noticed_at_once(monkeypatch):
@@ -215,3 +218,100 @@ def test_an_unreachable_hub_is_noticed_at_once(monkeypatch):
         assert hub_is_reachable(timeout_s=5)
     finally:
         server.server_close()
+
+
+# --- what the page says about the models it loads -----------------------------------------------------------
+
+BY_ID = {demo.id: demo for demo in DEMOS}
+
+
+def title_with(tmp_path: Path, demo_id: str, **settings) -> str:
+    store = ModelStore(Settings(dtype="float32", cache_dir=tmp_path, **settings), DEMOS)
+    return tab_title(BY_ID[demo_id], store)
+
+
+def test_tab_titles_name_the_model_loaded(tmp_path):
+    assert title_with(tmp_path, "text-generation") == "Text generation (GPT-2)"
+    assert title_with(tmp_path, "text-generation", preset="tiny") == "Text generation (tiny GPT-2)"
+    assert title_with(tmp_path, "zero-shot", preset="tiny") == "Zero-shot (tiny CLIP)"
+    assert title_with(tmp_path, "text-generation", models={"text-generation": "distilgpt2"}) == (
+        "Text generation (distilgpt2)"
+    )
+    clip = "ViT-B-16/laion2b_s34b_b88k"
+    assert title_with(tmp_path, "zero-shot", models={"zero-shot": clip}) == f"Zero-shot ({clip})"
+    (tmp_path / "my-bert").mkdir()
+    folder = str(tmp_path / "my-bert") + "/"
+    assert title_with(tmp_path, "fill-mask", models={"fill-mask": folder}) == "Fill-mask (my-bert)"
+    # --model wins over the tiny preset; a tab over other tabs' models keeps its title
+    assert title_with(tmp_path, "fill-mask", preset="tiny", models={"fill-mask": folder}) == "Fill-mask (my-bert)"
+    assert title_with(tmp_path, "attention", preset="tiny") == "Attention"
+
+
+def page_texts(app) -> dict[str, str]:
+    """The page's Markdown texts by elem_id, and its tab titles under "tabs"."""
+    texts = {block.elem_id: block.value for block in app.blocks.values() if isinstance(block, gr.Markdown)}
+    return {**texts, "tabs": [block.label for block in app.blocks.values() if isinstance(block, gr.Tab)]}
+
+
+@pytest.fixture
+def hf_cache_with_gpt2_only(tmp_path, monkeypatch):
+    """A Hugging Face cache holding GPT-2, and an empty folder where BERT's download began."""
+    import huggingface_hub
+
+    fake_hf_cache(tmp_path / "hf", cached=["openai-community/gpt2"], empty=["google-bert/bert-base-uncased"])
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    return tmp_path
+
+
+def test_offline_the_page_says_which_tabs_have_their_model_and_which_cannot_work(hf_cache_with_gpt2_only, caplog):
+    settings = Settings(dtype="float32", offline=True, demos=["text-generation", "fill-mask", "attention"])
+    with caplog.at_level("INFO", logger="hub.app"):
+        texts = page_texts(build_app(settings))
+    banner = texts["models-banner"]
+    assert "Ready on this machine: Text generation (GPT-2)." in banner
+    assert "hub being offline and their models not in the local cache: Fill-mask (BERT), Attention (in part)" in banner
+    assert "python -m hub prefetch" in banner
+    assert "model-notice-text-generation" not in texts
+    assert texts["model-notice-fill-mask"].startswith("> **This tab cannot work now:** `google-bert/bert-base-uncased`")
+    # the attention tab still shows GPT-2 and MiniLM (from its PyPI package); only BERT is missing
+    assert texts["model-notice-attention"].startswith("> **Part of this tab cannot work now:** `google-bert/")
+    assert [r.getMessage() for r in caplog.records if r.name == "hub.app"] == [
+        "model of text-generation: openai-community/gpt2, on this machine",
+        "model of fill-mask: google-bert/bert-base-uncased, not on this machine and the hub is offline: "
+        "its tabs cannot work",
+        "model of minilm: sentence-transformers/all-MiniLM-L6-v2, on this machine",
+    ]
+
+
+def test_online_a_model_not_here_is_said_to_download_on_first_use(hf_cache_with_gpt2_only, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    settings = Settings(dtype="float32", demos=["text-generation", "fill-mask"], models={"text-generation": "/no/gpt"})
+    texts = page_texts(build_app(settings))
+    assert texts["models-banner"] == (
+        "> **Models.** Downloaded from the Hugging Face Hub on first use (the first request waits for it): "
+        "Fill-mask (BERT). Cannot work, their model folder does not exist: Text generation (gpt)."
+    )
+    assert texts["model-notice-fill-mask"].startswith("> **Downloads on first use:** `google-bert/bert-base-uncased`")
+    assert texts["model-notice-text-generation"] == (
+        "> **This tab cannot work now:** The folder `/no/gpt` does not exist (see --model)."
+    )
+    assert texts["tabs"] == ["Text generation (gpt)", "Fill-mask (BERT)"]
+
+
+def test_a_tab_whose_model_cannot_load_says_so_at_its_top(hf_cache_with_gpt2_only, browser):
+    settings = Settings(dtype="float32", offline=True, port=free_port(), demos=["text-generation", "fill-mask"])
+    app = build_app(settings)
+    _, url, _ = launch(app, settings, prevent_thread_lock=True, quiet=True)
+    page = browser.new_page()
+    try:
+        page.goto(f"{url}?tab=fill-mask")
+        assert "Fill-mask (BERT)" in page.locator("#models-banner").inner_text()
+        notice = page.locator("#model-notice-fill-mask")
+        assert "cannot work now" in notice.inner_text()
+        assert notice.bounding_box()["y"] < page.get_by_label("Text with a mask").bounding_box()["y"]
+        page.get_by_role("tab", name="Text generation (GPT-2)").click()
+        page.get_by_role("button", name="Generate").wait_for()
+        assert page.locator("#model-notice-text-generation").count() == 0
+    finally:
+        page.close()
+        app.close()
