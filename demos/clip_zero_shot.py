@@ -14,10 +14,12 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
+from hub.batching import MAX_BATCH, MicroBatcher
 from hub.checks import check_text
 from hub.demo import Demo
 from hub.errors import HubError
 from hub.images import check_total_pixels, example_photos, image_path, load_image
+from hub.links import link_inputs
 from hub.models import ModelStore, is_local
 from hub.ui import code_accordion, load_model, show_errors
 
@@ -224,10 +226,19 @@ class ZeroShotResult:
     similarities: list[list[float]]  # per image: cosine similarity with each label's text embedding
 
 
-def zero_shot(
+@dataclass
+class ZeroShotRequest:
+    """A request checked and decoded: its labels and prompt templates, and each image as the model's input."""
+
+    labels: list[str]
+    templates: list[str]
+    pixels: list[torch.Tensor]  # 3 x H x W each, after open_clip's preprocessing
+
+
+def zero_shot_request(
     clip: ClipModel, images: list[Any], labels: Any, template: Any = DEFAULT_TEMPLATE, ensemble: bool = False
-) -> ZeroShotResult:
-    """Match every image with every label, exactly as open_clip's zero-shot recipe does."""
+) -> ZeroShotRequest:
+    """Check everything a visitor sent (a HubError says what is wrong) and cut each image down to the model's input."""
     labels = parse_labels(labels)
     templates = prompt_templates(template, ensemble)
     if not images:
@@ -236,26 +247,44 @@ def zero_shot(
         raise HubError(f"Too many images: {len(images)}; at most {MAX_IMAGES} at once.")
     check_total_pixels(images)  # from the files' headers, before anything is decoded
     # Each image is decoded and at once cut down to the model's input, so only one full-size picture is in memory.
-    inputs = [
+    pixels = [
         clip.preprocess(load_image(image, f"Image {n}" if len(images) > 1 else "Image"))
         for n, image in enumerate(images, 1)
     ]
+    return ZeroShotRequest(labels, templates, pixels)
 
-    weights = label_weights(clip, labels, templates)
+
+def image_features(clip: ClipModel, pixels: list[torch.Tensor]) -> list[torch.Tensor]:
+    """One forward pass of the image encoder over several inputs stacked: each image's unit-length embedding. Each
+    image is encoded on its own inside the model, so batching leaves its embedding as it is alone."""
     parameter = next(clip.model.parameters())
-    pixels = torch.stack(inputs).to(parameter.device, parameter.dtype)
     with torch.inference_mode():
-        features = clip.model.encode_image(pixels, normalize=True).float()
+        features = clip.model.encode_image(torch.stack(pixels).to(parameter.device, parameter.dtype), normalize=True)
+    return list(features.float())
+
+
+def zero_shot_scores(clip: ClipModel, request: ZeroShotRequest, features: torch.Tensor) -> ZeroShotResult:
+    """Compare the images' embeddings (images x embed_dim) with the labels', as open_clip's zero-shot recipe does."""
+    weights = label_weights(clip, request.labels, request.templates)
+    with torch.inference_mode():
         similarities = features @ weights.to(features.device)
         logits = clip.model.logit_scale.exp().float() * similarities
         bias = getattr(clip.model, "logit_bias", None)
         # CLIP compares the labels with each other (softmax); SigLIP scores each label on its own (sigmoid).
         probabilities = logits.softmax(-1) if bias is None else (logits + bias.float()).sigmoid()
     return ZeroShotResult(
-        labels,
-        [dict(zip(labels, row)) for row in probabilities.tolist()],
+        request.labels,
+        [dict(zip(request.labels, row)) for row in probabilities.tolist()],
         similarities.tolist(),
     )
+
+
+def zero_shot(
+    clip: ClipModel, images: list[Any], labels: Any, template: Any = DEFAULT_TEMPLATE, ensemble: bool = False
+) -> ZeroShotResult:
+    """Match every image with every label, exactly as open_clip's zero-shot recipe does."""
+    request = zero_shot_request(clip, images, labels, template, ensemble)
+    return zero_shot_scores(clip, request, torch.stack(image_features(clip, request.pixels)))
 
 
 def matrix_table(result: ZeroShotResult, names: list[str]) -> pd.DataFrame:
@@ -277,7 +306,8 @@ def heatmap(table: pd.DataFrame) -> Any:
         text = "white" if value > 0.55 else "black"
         return f"background-color: rgb({light}, {light + round(40 * value)}, 255); color: {text}"
 
-    return table.style.map(shade, subset=list(table.columns[1:])).format(precision=4)
+    # Shown as percent; the numbers underneath (what /zero_shot_matrix returns) stay fractions.
+    return table.style.map(shade, subset=list(table.columns[1:])).format("{:.1%}", subset=list(table.columns[1:]))
 
 
 def reproduce_code(clip: ClipModel, labels: list[str], templates: list[str], dtype: torch.dtype) -> str:
@@ -345,11 +375,7 @@ def zero_shot_tab(store: ModelStore) -> None:
                 value=False,
             )
             run = gr.Button("Match", variant="primary")
-            gr.Examples(
-                [[photo, text] for photo, text in zip(example_photos(), label_sets.values())],
-                inputs=[image, labels],
-                label="Photos from scikit-image with label sets",
-            )
+            examples = gr.Column()
         with gr.Column():
             probabilities = gr.Label(label="Which label fits", elem_id="zero-shot-label")
     with gr.Accordion("Compare many images with the labels", open=False):
@@ -361,20 +387,48 @@ def zero_shot_tab(store: ModelStore) -> None:
             label="Probability of each label per image", interactive=False, elem_id="zero-shot-matrix"
         )
     code = code_accordion()
+    link_inputs(DEMO_ID, labels=labels, template=template, ensemble=ensemble)  # and a Copy link button
     last = gr.State(time_to_live=600)  # per visitor: the labels and templates the Code accordion shows
+    # Visitors who ask at about the same time share one pass of the image encoder; each request is checked and its
+    # image decoded on its own, and its labels' embeddings come from the cache (or its own text encoding).
+    batched = MicroBatcher(lambda pixels: image_features(store.get(DEMO_ID), pixels))
+
+    def match(image: Any, labels: Any, template: Any, ensemble: Any, progress: gr.Progress | None) -> ZeroShotResult:
+        clip = load_model(store, DEMO_ID, progress)
+        request = zero_shot_request(clip, [image], labels, template, ensemble)
+        return zero_shot_scores(clip, request, batched(request.pixels[0]).unsqueeze(0))
 
     # preprocess=False: the handler gets the uploaded files themselves, so hub.images can refuse bad ones clearly.
     @show_errors
-    def run_zero_shot(
+    def zero_shot_endpoint(
         image: Any,
         labels: str = DEFAULT_LABELS,
         template: str = DEFAULT_TEMPLATE,
         ensemble: bool = False,
         progress=gr.Progress(),
     ):
-        clip = load_model(store, DEMO_ID, progress)
-        result = zero_shot(clip, [image], labels, template, ensemble)
-        return result.probabilities[0], (result.labels, prompt_templates(template, ensemble))
+        """Match an image with any labels: CLIP's probability for each label, over the labels given.
+
+        Args:
+            image: the image, an uploaded file (gradio_client's handle_file(path)); JPEG, PNG, GIF, WebP...
+            labels: the labels, separated by commas or new lines (or a list of strings); trimmed, duplicates dropped,
+                at most 64. Default: "a cat, a dog, a cup of coffee, an astronaut, a rocket, a motorcycle".
+            template: the prompt each label is put into, with one {} where the label goes; default "a photo of a {}.".
+            ensemble: also average open_clip's ImageNet prompt templates with this one; default false.
+
+        Returns:
+            Each label with its probability (a fraction from 0 to 1; they add up to 1), most likely first.
+        """
+        return match(image, labels, template, ensemble, progress).probabilities[0]
+
+    @show_errors
+    def show(
+        image: Any, labels: str = DEFAULT_LABELS, template: str = DEFAULT_TEMPLATE, ensemble: bool = False,
+        progress=gr.Progress(),
+    ):  # fmt: skip
+        result = match(image, labels, template, ensemble, progress)
+        used = prompt_templates(template, ensemble)
+        return result.probabilities[0], reproduce_code(store.get(DEMO_ID), result.labels, used, store.dtype)
 
     @show_errors
     def run_matrix(
@@ -384,6 +438,18 @@ def zero_shot_tab(store: ModelStore) -> None:
         ensemble: bool = False,
         progress=gr.Progress(),
     ):
+        """Compare many images with the same labels: a table of each label's probability per image.
+
+        Args:
+            files: up to 12 uploaded image files (gradio_client's handle_file(path) for each).
+            labels: the labels, separated by commas or new lines; trimmed, duplicates dropped, at most 64.
+            template: the prompt each label is put into, with one {} where the label goes; default "a photo of a {}.".
+            ensemble: also average open_clip's ImageNet prompt templates with this one; default false.
+
+        Returns:
+            A table with one row per image ("1. name.jpg") and one column per label, each cell the probability (a
+            fraction from 0 to 1, rounded to 4 places) that the label fits the image.
+        """
         if files is not None and not isinstance(files, list):
             files = [files]
         clip = load_model(store, DEMO_ID, progress)
@@ -394,15 +460,22 @@ def zero_shot_tab(store: ModelStore) -> None:
     def explain(used: tuple | None):
         return reproduce_code(store.get(DEMO_ID), *used, store.dtype) if used else ""
 
-    event = gr.on(
-        [run.click, image.upload, labels.submit, template.submit],
-        run_zero_shot,
-        [image, labels, template, ensemble],
-        [probabilities, last],
-        api_name="zero_shot",
-        preprocess=False,
-    )
-    event.success(explain, last, code, api_visibility="private")
+    inputs, shown = [image, labels, template, ensemble], [probabilities, code]
+    # The page's one event fills every view at once; the HTTP endpoint answers the label alone (no trigger on the page).
+    gr.on(
+        [run.click, image.upload, labels.submit, template.submit], show, inputs, shown, preprocess=False,
+        api_visibility="private", concurrency_limit=MAX_BATCH,
+    )  # fmt: skip
+    gr.on(
+        [], zero_shot_endpoint, inputs, probabilities, api_name="zero_shot", preprocess=False,
+        concurrency_limit=MAX_BATCH,
+    )  # fmt: skip
+    with examples:
+        gr.Examples(
+            [[photo, text] for photo, text in zip(example_photos(), label_sets.values())],
+            inputs=[image, labels], outputs=shown, fn=show, run_on_click=True, cache_examples=False,
+            label="Photos from scikit-image with label sets: click one to match it",
+        )  # fmt: skip
     matrix_event = compare.click(
         run_matrix, [files, labels, template, ensemble], [matrix, last], api_name="zero_shot_matrix", preprocess=False
     )

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -9,6 +10,7 @@ import torch
 from transformers import BertForMaskedLM, Pipeline, pipeline
 
 from hub import tiny
+from hub.batching import MAX_BATCH, MicroBatcher
 from hub.checks import check_int, check_text, use_model_mask
 from hub.demo import Demo
 from hub.errors import HubError
@@ -52,8 +54,17 @@ class FillMaskResult:
     tokens: list[str]  # how the tokenizer split the text
 
 
-def fill_mask(fill: Pipeline, text: str, top_k: int = TOP_K) -> FillMaskResult:
-    tokenizer = fill.tokenizer
+@dataclass
+class FillMaskRequest:
+    """One visitor's text, checked and tokenized: what joins a batch."""
+
+    text: str
+    top_k: int
+    ids: list[int]
+
+
+def fill_mask_request(tokenizer: Any, text: str, top_k: int = TOP_K) -> FillMaskRequest:
+    """Check a visitor's text and top_k (a HubError says what is wrong) before it joins a batch with others."""
     text = use_model_mask(check_text(text, "Text", MAX_CHARS), tokenizer.mask_token)
     top_k = check_int(top_k, "Predictions per mask", 1, MAX_TOP_K)
     ids = tokenizer(text).input_ids
@@ -64,27 +75,48 @@ def fill_mask(fill: Pipeline, text: str, top_k: int = TOP_K) -> FillMaskResult:
         raise HubError(f"Too many masks: {masks}; at most {MAX_MASKS} at once.")
     if len(ids) > tokenizer.model_max_length:
         raise HubError(f"Text is too long: {len(ids)} tokens, the model reads at most {tokenizer.model_max_length}.")
+    return FillMaskRequest(text, top_k, ids)
 
-    outputs = fill(text, top_k=top_k)
-    per_mask = outputs if masks > 1 else [outputs]
+
+def fill_masks(fill: Pipeline, requests: list[FillMaskRequest]) -> list[FillMaskResult]:
+    """Several checked texts in one forward pass, padded to the longest; the attention mask keeps the padding out
+    of every text's attention, so each result is the one its text gets alone. The same arithmetic as
+    transformers' fill-mask pipeline: the softmax over the vocabulary at each mask, its top k."""
+    tokenizer, model = fill.tokenizer, fill.model
+    inputs = tokenizer.pad({"input_ids": [r.ids for r in requests]}, return_tensors="pt").to(model.device)
+    with torch.inference_mode():
+        logits = model(**inputs).logits
+    kept = inputs.attention_mask.bool()  # the text's own positions, wherever the tokenizer puts the padding
+    return [fill_mask_result(tokenizer, request, logits[n][kept[n]]) for n, request in enumerate(requests)]
+
+
+def fill_mask_result(tokenizer: Any, request: FillMaskRequest, logits: torch.Tensor) -> FillMaskResult:
+    at_masks = torch.tensor(request.ids) == tokenizer.mask_token_id
+    top = logits[at_masks.to(logits.device)].float().softmax(-1).topk(request.top_k)
     predictions = []
-    for candidates in per_mask:
+    for values, indices in zip(top.values.tolist(), top.indices.tolist()):
         words: dict[str, float] = {}
-        for candidate in candidates:
-            word = candidate["token_str"].strip() or candidate["token_str"]
+        for p, token in zip(values, indices):
+            shown = tokenizer.decode([token])
+            word = shown.strip() or shown
             if word in words:  # e.g. "Paris" and " Paris" in a RoBERTa vocabulary
-                word = f"{word} (id {candidate['token']})"
-            words[word] = float(candidate["score"])
+                word = f"{word} (id {token})"
+            words[word] = p
         predictions.append(words)
-    pieces = text.split(tokenizer.mask_token)
-    top_words = [candidates[0]["token_str"].strip() for candidates in per_mask]
+    pieces = request.text.split(tokenizer.mask_token)
+    top_words = [tokenizer.decode([indices[0]]).strip() for indices in top.indices.tolist()]
     filled = pieces[0] + "".join(word + piece for word, piece in zip(top_words, pieces[1:]))
-    return FillMaskResult(text, predictions, filled, tokenizer.convert_ids_to_tokens(ids))
+    return FillMaskResult(request.text, predictions, filled, tokenizer.convert_ids_to_tokens(request.ids))
+
+
+def fill_mask(fill: Pipeline, text: str, top_k: int = TOP_K) -> FillMaskResult:
+    """The model's guesses for every mask in `text`: one forward pass, as the fill-mask pipeline makes it."""
+    return fill_masks(fill, [fill_mask_request(fill.tokenizer, text, top_k)])[0]
 
 
 def predictions_table(result: FillMaskResult) -> pd.DataFrame:
     rows = [
-        {"mask": number, "rank": rank, "word": word, "probability": round(p, 4)}
+        {"mask": number, "rank": rank, "word": word, "probability (%)": round(100 * p, 2)}
         for number, words in enumerate(result.predictions, start=1)
         for rank, (word, p) in enumerate(words.items(), start=1)
     ]
@@ -112,6 +144,17 @@ EXAMPLES = [
 ]
 
 
+def token_view(tokens: list[str], mask_token: str) -> list[tuple[str, str | None]]:
+    """The tokens for gr.HighlightedText, each its own chip with a space between, so that "we" and "##nt" read as
+    two tokens; the masks in orange."""
+    view: list[tuple[str, str | None]] = []
+    for token in tokens:
+        if view:
+            view.append((" ", None))
+        view.append((token, "mask" if token == mask_token else "token"))
+    return view
+
+
 def fill_mask_tab(store: ModelStore) -> None:
     gr.Markdown(
         "BERT was trained by hiding words and guessing them from the words on **both** sides. "
@@ -122,36 +165,56 @@ def fill_mask_tab(store: ModelStore) -> None:
             text = gr.Textbox(label="Text with a mask", lines=3, value=EXAMPLES[0][0], max_length=MAX_CHARS)
             top_k = gr.Slider(1, MAX_TOP_K, value=TOP_K, step=1, label="Predictions per mask")
             run = gr.Button("Fill in", variant="primary")
-            gr.Examples(EXAMPLES, inputs=[text])
+            examples = gr.Column()
         with gr.Column():
             first = gr.Label(label="First mask", elem_id="fill-mask-first")
             filled = gr.Textbox(label="Filled in with the top words", interactive=False)
             table = gr.Dataframe(label="Predictions for every mask", interactive=False)
             tokens = gr.HighlightedText(
-                label="How the tokenizer split the text", color_map={"mask": "orange"}, elem_id="fill-mask-tokens"
+                label="How the tokenizer split the text",
+                color_map={"mask": "orange", "token": "#e5e7eb"},
+                show_inline_category=False,
+                elem_id="fill-mask-tokens",
             )
     code = code_accordion()
     link_inputs(DEMO_ID, text=text, top_k=top_k)  # ?tab=fill-mask&text=...&top_k=... and a Copy link button
-    last = gr.State()
+    # Visitors who ask at about the same time share one forward pass; each request is checked on its own first.
+    batched = MicroBatcher(lambda requests: fill_masks(store.get(DEMO_ID), requests))
+
+    def fill_in(text: str, top_k: float, progress: gr.Progress | None) -> FillMaskResult:
+        fill = load_model(store, DEMO_ID, progress)
+        return batched(fill_mask_request(fill.tokenizer, text, top_k))
 
     @show_errors
-    def run_fill_mask(text: str, top_k: float = TOP_K, progress=gr.Progress()):
-        result = fill_mask(load_model(store, DEMO_ID, progress), text, top_k)
-        return result.predictions[0], result
+    def fill_mask_endpoint(text: str, top_k: float = TOP_K, progress=gr.Progress()):
+        """Guess the hidden word: BERT's probabilities for the first mask in the text.
+
+        Args:
+            text: a sentence with one to five masks, written [MASK], <mask> or ___ (at most 2000 characters).
+            top_k: how many words to return for the mask, 1 to 20; default 5.
+
+        Returns:
+            The top_k words for the first mask, each with its probability (a fraction from 0 to 1), most likely first.
+        """
+        return fill_in(text, top_k, progress).predictions[0]
 
     @show_errors
-    def explain(result: FillMaskResult | None, top_k: float):
-        if result is None:
-            return "", None, [], ""
+    def show(text: str, top_k: float = TOP_K, progress=gr.Progress()):
+        result = fill_in(text, top_k, progress)
         mask = store.get(DEMO_ID).tokenizer.mask_token
-        marked = [(token, "mask" if token == mask else None) for token in result.tokens]
-        code_text = reproduce_code(store.source(DEMO_ID), result.text, int(top_k), store.dtype)
-        return result.filled, predictions_table(result), marked, code_text
+        code_text = reproduce_code(store.source(DEMO_ID), result.text, len(result.predictions[0]), store.dtype)
+        marked = token_view(result.tokens, mask)
+        return result.predictions[0], result.filled, predictions_table(result), marked, code_text
 
-    event = gr.on(
-        [run.click, text.submit], run_fill_mask, [text, top_k], [first, last], api_name="fill_mask", concurrency_limit=2
-    )
-    event.success(explain, [last, top_k], [filled, table, tokens, code], api_visibility="private")
+    shown = [first, filled, table, tokens, code]
+    # The page's one event fills every view at once; the HTTP endpoint answers the label alone (no trigger on the page).
+    gr.on([run.click, text.submit], show, [text, top_k], shown, api_visibility="private", concurrency_limit=MAX_BATCH)
+    gr.on([], fill_mask_endpoint, [text, top_k], first, api_name="fill_mask", concurrency_limit=MAX_BATCH)
+    with examples:
+        gr.Examples(
+            EXAMPLES, inputs=[text], outputs=shown, fn=show, run_on_click=True, cache_examples=False,
+            label="Examples: click one to fill it in",
+        )  # fmt: skip
 
 
 DEMO = Demo(

@@ -1,6 +1,7 @@
 """Image classification: a Vision Transformer cuts a photo into 16x16 patches, reads them like words, names the photo."""
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,12 @@ import torch
 from PIL import Image, ImageDraw
 from timm.data import ImageNetInfo, create_transform, infer_imagenet_subset, resolve_model_data_config
 
+from hub.batching import MAX_BATCH, MicroBatcher
 from hub.checks import check_int
 from hub.demo import Demo
 from hub.errors import HubError
 from hub.images import example_photos, load_image
+from hub.links import link_inputs
 from hub.models import ModelStore, is_local
 from hub.ui import code_accordion, load_model, show_errors
 
@@ -112,16 +115,41 @@ class ClassificationResult:
     model_input: Image.Image  # the preprocessed input with the normalisation undone: what the model saw
 
 
-def classify_image(classifier: ImageClassifier, image: Any, top_k: int = TOP_K) -> ClassificationResult:
-    picture = load_image(image)
-    top_k = check_int(top_k, "Top classes", 1, min(MAX_TOP_K, len(classifier.labels)))
+def model_input(classifier: ImageClassifier, image: Any) -> torch.Tensor:
+    """A visitor's image, checked and decoded, as the model's input (3 x H x W): what joins a batch."""
+    return classifier.transform(load_image(image))
+
+
+def class_probabilities(classifier: ImageClassifier, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """One forward pass over several model inputs stacked: each image's probabilities over every class. Each image
+    is computed on its own in the model (no attention across the batch), so it gets the answer it gets alone."""
     parameter = next(classifier.model.parameters())
-    pixels = classifier.transform(picture)
     with torch.inference_mode():
-        logits = classifier.model(pixels.unsqueeze(0).to(device=parameter.device, dtype=parameter.dtype))
-    top = logits[0].float().softmax(-1).topk(top_k)
-    probabilities = {classifier.labels[i]: p for p, i in zip(top.values.tolist(), top.indices.tolist())}
-    return ClassificationResult(probabilities, as_image(classifier, pixels))
+        logits = classifier.model(torch.stack(inputs).to(device=parameter.device, dtype=parameter.dtype))
+    return list(logits.float().softmax(-1).cpu())
+
+
+def top_classes(classifier: ImageClassifier, probabilities: torch.Tensor, top_k: int) -> dict[str, float]:
+    top = probabilities.topk(top_k)
+    return {classifier.labels[i]: p for p, i in zip(top.values.tolist(), top.indices.tolist())}
+
+
+def check_top_k(classifier: ImageClassifier, top_k: Any) -> int:
+    return check_int(top_k, "Top classes", 1, min(MAX_TOP_K, len(classifier.labels)))
+
+
+def classify_image(
+    classifier: ImageClassifier,
+    image: Any,
+    top_k: int = TOP_K,
+    run: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> ClassificationResult:
+    """The top-k classes for an image. `run` turns a model input into its probabilities: by default a forward pass
+    of its own; the tab passes its batcher, which runs it with the other visitors' images."""
+    pixels = model_input(classifier, image)
+    top_k = check_top_k(classifier, top_k)
+    probabilities = run(pixels) if run else class_probabilities(classifier, [pixels])[0]
+    return ClassificationResult(top_classes(classifier, probabilities, top_k), as_image(classifier, pixels))
 
 
 def as_image(classifier: ImageClassifier, pixels: torch.Tensor) -> Image.Image:
@@ -203,37 +231,59 @@ def image_classification_tab(store: ModelStore) -> None:
             )
             top_k = gr.Slider(1, MAX_TOP_K, value=TOP_K, step=1, label="Top classes")
             run = gr.Button("Classify", variant="primary")
-            gr.Examples([[photo] for photo in example_photos()], inputs=[image], label="Photos from scikit-image")
+            examples = gr.Column()
         with gr.Column():
             label = gr.Label(label="Top classes", elem_id="image-classification-label")
             patches = gr.Image(label="The model's input, cut into patches", interactive=False, height=320)
             summary = gr.Markdown(elem_id="image-classification-patches")
     code = code_accordion()
-    last = gr.State(time_to_live=600)  # per visitor, for the views computed after the answer
+    link_inputs(DEMO_ID, top_k=top_k)  # ?tab=image-classification&top_k=3 and a Copy link button
+    # Visitors who ask at about the same time share one forward pass; each image is checked and decoded on its own.
+    batched = MicroBatcher(lambda inputs: class_probabilities(store.get(DEMO_ID), inputs))
 
     # preprocess=False: the handler gets the uploaded file itself, so hub.images can refuse bad files with a message.
     @show_errors
-    def run_classify(image: Any, top_k: float = TOP_K, progress=gr.Progress()):
-        result = classify_image(load_model(store, DEMO_ID, progress), image, top_k)
-        return result.probabilities, result
+    def classify_image_endpoint(image: Any, top_k: float = TOP_K, progress=gr.Progress()):
+        """Name what is in a photo: the Vision Transformer's most likely ImageNet classes.
+
+        Args:
+            image: the photo, an uploaded image file (gradio_client's handle_file(path)); JPEG, PNG, GIF, WebP...
+            top_k: how many classes to return, 1 to 20; default 5.
+
+        Returns:
+            The top_k classes, each with its probability (a fraction from 0 to 1), most likely first.
+        """
+        classifier = load_model(store, DEMO_ID, progress)
+        pixels = model_input(classifier, image)
+        return top_classes(classifier, batched(pixels), check_top_k(classifier, top_k))
 
     @show_errors
-    def explain(result: ClassificationResult | None):
-        if result is None:
-            return None, "", ""
-        classifier = store.get(DEMO_ID)
+    def show(image: Any, top_k: float = TOP_K, progress=gr.Progress()):
+        classifier = load_model(store, DEMO_ID, progress)
+        result = classify_image(classifier, image, top_k, run=batched)
         view = patch_view(classifier, result.model_input)
-        return view.image, view.summary, reproduce_code(classifier, len(result.probabilities), store.dtype)
+        return (
+            result.probabilities,
+            view.image,
+            view.summary,
+            reproduce_code(classifier, len(result.probabilities), store.dtype),
+        )
 
-    event = gr.on(
-        [run.click, image.upload],
-        run_classify,
-        [image, top_k],
-        [label, last],
-        api_name="classify_image",
-        preprocess=False,
-    )
-    event.success(explain, last, [patches, summary, code], api_visibility="private")
+    shown = [label, patches, summary, code]
+    # The page's one event fills every view at once; the HTTP endpoint answers the label alone (no trigger on the page).
+    gr.on(
+        [run.click, image.upload], show, [image, top_k], shown, preprocess=False, api_visibility="private",
+        concurrency_limit=MAX_BATCH,
+    )  # fmt: skip
+    gr.on(
+        [], classify_image_endpoint, [image, top_k], label, api_name="classify_image", preprocess=False,
+        concurrency_limit=MAX_BATCH,
+    )  # fmt: skip
+    with examples:
+        gr.Examples(
+            [[photo] for photo in example_photos()], inputs=[image], outputs=shown, fn=show, run_on_click=True,
+            cache_examples=False, label="Photos from scikit-image: click one to classify it",
+        )  # fmt: skip
 
     # Imported here: the section reads this module's classifier (ImageClassifier, as_image).
     from demos.vit_attention import vit_attention_section

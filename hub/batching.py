@@ -1,0 +1,76 @@
+"""Serving visitors together: requests that arrive within a few milliseconds of each other run as one forward pass.
+
+On a CPU one forward pass over 16 short inputs costs far less than 16 passes over one (bigger matrix products, one
+trip through the Python of the model), so under load each visitor waits less. Gradio's own `batch=True` cannot fail
+one item of a batch alone, so the tabs use this instead: each request is checked in its own handler thread first,
+then only its model input joins a batch; each caller gets its own result, or its own exception.
+"""
+
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+MAX_BATCH = 16  # the most requests one forward pass serves; the event's concurrency_limit lets this many in at once
+WAIT_S = 0.005  # how long the first request of a batch waits for others; a lone visitor pays at most this
+
+
+class MicroBatcher(Generic[Item, Result]):
+    """`batcher(item)` blocks until `run_batch([..., item, ...])` has run in the batcher's worker thread, together
+    with the other items that arrived within `wait_s` of the first waiting one (at most `max_size`), and returns
+    this item's result. `run_batch` returns one result per item, in order. When a batch of several fails, each of
+    its items is run again alone, so an error reaches only the caller whose item causes it."""
+
+    def __init__(
+        self, run_batch: Callable[[list[Item]], list[Result]], max_size: int = MAX_BATCH, wait_s: float = WAIT_S
+    ) -> None:
+        self.run_batch, self.max_size, self.wait_s = run_batch, max_size, wait_s
+        self.batch_sizes: Counter[int] = Counter()  # batch size -> how many batches of that size ran
+        self._waiting: queue.SimpleQueue[tuple[float, Item, Future]] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, item: Item) -> Result:
+        done: Future = Future()
+        self._waiting.put((time.monotonic(), item, done))
+        with self._lock:  # the worker starts with the first request (and again should it ever have died)
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._serve, name="micro-batcher", daemon=True)
+                self._worker.start()
+        return done.result()
+
+    def _serve(self) -> None:
+        while True:
+            arrived, item, done = self._waiting.get()
+            batch = [(item, done)]
+            # Wait from the first request's arrival: under load the queue already holds the next batch, so no wait.
+            deadline = arrived + self.wait_s
+            while len(batch) < self.max_size:
+                try:
+                    _, item, done = self._waiting.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                batch.append((item, done))
+            self._run(batch)
+
+    def _run(self, batch: list[tuple[Item, Future]]) -> None:
+        self.batch_sizes[len(batch)] += 1
+        try:
+            results = self.run_batch([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"run_batch gave {len(results)} results for {len(batch)} items")
+        except Exception as error:
+            if len(batch) == 1:
+                batch[0][1].set_exception(error)
+            else:  # which item failed is not known: each runs alone, and only the failing one's caller hears of it
+                for one in batch:
+                    self._run([one])
+            return
+        for (_, done), result in zip(batch, results):
+            done.set_result(result)
