@@ -315,3 +315,35 @@ def test_a_tab_whose_model_cannot_load_says_so_at_its_top(hf_cache_with_gpt2_onl
     finally:
         page.close()
         app.close()
+
+
+def test_show_errors_keeps_the_docstring_gradio_describes_an_endpoint_with():
+    from gradio.utils import get_function_description
+
+    from hub.ui import show_errors
+
+    def answer(text: str, top_k: int = 5) -> dict:
+        """Answer a text.
+
+        Args:
+            text: what to answer.
+            top_k: how many answers, 1 to 10 (default 5).
+        Returns:
+            label -> probability.
+        """
+        return {}
+
+    def stream(text: str):
+        """Stream a text.
+
+        Args:
+            text: what to stream.
+        """
+        yield text
+
+    assert get_function_description(show_errors(answer)) == (
+        "Answer a text.",
+        {"text": "what to answer.", "top_k": "how many answers, 1 to 10 (default 5)."},
+        ["label -> probability."],
+    )
+    assert get_function_description(show_errors(stream)) == ("Stream a text.", {"text": "what to stream."}, [])
