@@ -18,9 +18,11 @@ from hub.demo import Demo
 from hub.errors import HubError
 from hub.figures import figure_png
 from hub.inside import DECODER, ENCODER, Transformer, load_transformer, tokenize
+from hub.links import link_inputs
 from hub.models import ModelStore
 from hub.ui import code_accordion, figure_image, show_errors
 
+DEMO_ID = "positional-encoding"
 KINDS = ("sinusoidal", "gpt2", "bert")
 MAX_POSITIONS = 1024  # GPT-2's whole table; a 1024 x 1024 similarity is already about 20 MB of JSON
 MAX_DIMS = 1024
@@ -381,7 +383,7 @@ def positional_encoding_tab(store: ModelStore) -> None:
         text_a = gr.Textbox(EXAMPLE_A, label="Text A", max_lines=2)
         text_b = gr.Textbox(EXAMPLE_B, label="Text B: the same words in another order", max_lines=2)
     run_order = gr.Button("Run both orders through BERT", variant="primary")
-    gr.Examples(ORDER_EXAMPLES, inputs=[text_a, text_b])
+    order_examples_place = gr.Column()  # filled below, once the handler the examples run is defined
     headline = gr.Markdown(elem_id="pe-order-headline")
     table = gr.Dataframe(
         headers=ORDER_COLUMNS,
@@ -390,6 +392,8 @@ def positional_encoding_tab(store: ModelStore) -> None:
         elem_id="pe-order",
     )
     order_code_box = code_accordion()
+    # ?tab=positional-encoding&kind=gpt2&positions=256, or &text_a=...&text_b=...: the endpoints' parameter names
+    link_inputs(DEMO_ID, text_a=text_a, text_b=text_b, kind=kind, positions=positions, dims=dims)
 
     def on_load(progress: gr.Progress):
         return lambda message: progress(0, desc=message)
@@ -413,8 +417,10 @@ def positional_encoding_tab(store: ModelStore) -> None:
         return headline_text, order_table(r), order_code(r, text_a, text_b, store.dtype)
 
     private = {"api_visibility": "private", "concurrency_limit": 2}
+    # change, not release: a link that sets the positions or dimensions redraws too (always_last: a drag sends
+    # one request at a time, then its last value).
     gr.on(
-        [kind.change, positions.release, dims.release],
+        [kind.change, positions.change, dims.change],
         show,
         [kind, positions, dims],
         [values_image, similarity_image, notice, code],
@@ -422,24 +428,45 @@ def positional_encoding_tab(store: ModelStore) -> None:
         **private,
     )
     compare.click(show_all, [positions, dims], [comparison, notice], **private)
-    gr.on(
-        [run_order.click, text_a.submit, text_b.submit],
-        show_order,
-        [text_a, text_b],
-        [headline, table, order_code_box],
-        **private,
-    )
+    order_views = [headline, table, order_code_box]
+    gr.on([run_order.click, text_a.submit, text_b.submit], show_order, [text_a, text_b], order_views, **private)
+    with order_examples_place:  # clicking an example fills both texts, then runs the button's handler
+        gr.Examples(
+            ORDER_EXAMPLES,
+            inputs=[text_a, text_b],
+            outputs=order_views,
+            fn=show_order,
+            run_on_click=True,
+            cache_examples=False,
+            label="Examples: click one to run it",
+        )
 
     # The HTTP API: raw JSON values go straight to the same cores the page uses, checked there.
     @show_errors
     def positional_encoding_api(kind: str = "sinusoidal", positions: int = 64, dims: int = 128) -> dict:
-        """The encoding (positions x dims) and the cosine similarity between positions: sinusoidal, gpt2 or bert."""
+        """A positional encoding (one vector per position) and the cosine similarity between every two positions.
+
+        Args:
+            kind: "sinusoidal" (the formula of Attention Is All You Need; the default), "gpt2" (GPT-2's learned table) or "bert" (BERT's learned table).
+            positions: How many positions, from the first: 1 to 1024. Default 64. A learned table stops at the positions it has (said in "notice").
+            dims: Dimensions of the sinusoid, an even number from 2 to 1024. Default 128. A learned table has its model's width.
+
+        Returns:
+            {"kind", "model": where a learned table comes from ("" for the sinusoid), "positions", "dims", "matrix": positions x dims values, "similarity": positions x positions cosine similarities from -1 to 1, "notice"}.
+        """
         return positional_encoding(store, kind, positions, dims).as_json()
 
     @show_errors
     def word_order_api(text_a: str = EXAMPLE_A, text_b: str = EXAMPLE_B) -> dict:
-        """The same words in two orders through BERT: the largest output difference after matching, with and
-        without position embeddings."""
+        """The same words in two orders through BERT, with its position embeddings and with them set to zero.
+
+        Args:
+            text_a: A text, at most 64 tokens. Default "the dog bit the man".
+            text_b: The same words as text_a in another order. Default "the man bit the dog".
+
+        Returns:
+            {"model", "tokens_a", "tokens_b", "without_positions" and "with_positions": each {"largest_difference": the largest difference between matched output vectors, "partner": for each token of A the position (from 0) of its matched token in B, "difference": per token}, "typical_value": the mean size of an output value, "dtype", "notice"}.
+        """
         return word_order(load_transformer(store, ENCODER), text_a, text_b).as_json()
 
     gr.api(positional_encoding_api, api_name="positional_encoding", concurrency_limit=2)
@@ -447,7 +474,7 @@ def positional_encoding_tab(store: ModelStore) -> None:
 
 
 DEMO = Demo(
-    id="positional-encoding",
+    id=DEMO_ID,
     title="Positional encoding",
     default_model="",
     load=None,

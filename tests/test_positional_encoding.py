@@ -1,12 +1,14 @@
 """Positional encoding: the sinusoid against the paper's formula, the learned tables against the saved weights, the
 order experiment against the model's own forward pass; then /positional_encoding, /word_order and the tab."""
 
+import io
 import math
 
 import numpy as np
 import pytest
 import torch
 from gradio_client.exceptions import AppError
+from PIL import Image
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 from demos.positional_encoding import (
@@ -231,3 +233,45 @@ def test_browser_shows_the_encodings_and_runs_the_order_experiment(page, hub_url
     page.get_by_role("button", name="Run both orders through BERT").click()
     page.locator("#pe-order-headline").get_by_text("Without positions").wait_for()
     page.locator("#pe-order").get_by_text("partner in B, no positions").first.wait_for()
+
+
+def open_link(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_function("() => window.hubLinkRead === true")  # the link has been read and the tab opened
+
+
+def test_browser_a_link_sets_the_encoding_and_the_texts_and_redraws(page, hub_url):
+    open_link(page, f"{hub_url}?tab=positional-encoding")
+    opening_figure = page.locator("#pe-values img").get_attribute("src")
+    open_link(page, f"{hub_url}?tab=positional-encoding&positions=5&text_a=a%20b%20c&text_b=c%20b%20a")
+    assert page.get_by_label("number input for Positions").input_value() == "5"
+    assert page.get_by_label("Text A", exact=True).input_value() == "a b c"
+    assert page.get_by_label("Text B: the same words in another order").input_value() == "c b a"
+    page.wait_for_function(  # the positions alone changed: the figures are drawn again for 5 positions
+        "src => document.querySelector('#pe-values img')?.getAttribute('src') !== src", arg=opening_figure
+    )
+    open_link(page, f"{hub_url}?tab=positional-encoding&kind=bert&positions=1000")
+    assert page.locator("#pe-kind").get_by_label("BERT, learned").is_checked()
+    page.locator("#pe-notice").get_by_text("learned", exact=False).wait_for()  # the tiny BERT has fewer positions
+
+
+def test_browser_a_link_with_a_bad_value_says_so_and_keeps_the_default(page, hub_url):
+    open_link(page, f"{hub_url}?tab=positional-encoding&positions=5000&kind=rope")
+    message = page.locator(".toast-body").first.inner_text()
+    assert "positions must be between 1 and 1024" in message and "kind must be one of" in message
+    assert page.get_by_label("number input for Positions").input_value() == "64"
+    assert page.locator("#pe-kind").get_by_label("Sinusoid (Attention Is All You Need)").is_checked()
+
+
+def test_browser_clicking_an_example_runs_it_and_figures_download_as_slide_pngs(page, hub_url):
+    open_link(page, f"{hub_url}?tab=positional-encoding&present=1")  # presenter mode keeps the Download buttons
+    example = page.get_by_text("the mat sat on the cat", exact=True)
+    example.scroll_into_view_if_needed()
+    example.click()
+    page.locator("#pe-order-headline").get_by_text("Without positions").wait_for()
+    assert page.get_by_label("Text A", exact=True).input_value() == "the cat sat on the mat"
+    for figure in ("pe-values", "pe-similarity"):
+        link = page.locator(f"#{figure} a[data-testid=download-link]")
+        assert link.locator("button[aria-label=Download]").is_visible()
+        png = Image.open(io.BytesIO(page.request.get(link.get_attribute("href")).body()))
+        assert png.format == "PNG" and png.width >= 700  # drawn at SLIDE_DPI: over 5 inches wide
