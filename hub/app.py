@@ -111,15 +111,20 @@ def tab_notice(demo: Demo, store: ModelStore, states: dict[str, str]) -> str | N
     waiting = [m for m in tab_models(demo) if states[m] != "ready"]
     if not waiting:
         return None
+
+    def named(models: list[str]) -> str:  # a tab over other tabs' models also says whose model each is
+        return ", ".join(f"`{store.source(m)}`" + ("" if m == demo.id else f" ({m})") for m in models)
+
+    by_state = {state: [m for m in waiting if states[m] == state] for state in WORST_FIRST}
     lines = []
-    for model in waiting:
-        source = f"`{store.source(model)}`"
-        if states[model] == "download":
-            lines.append(f"{source} is not on this machine yet: the first request waits while it downloads.")
-        elif states[model] == "offline":
-            lines.append(f"{source} is not in the local cache and the hub is offline: {FIX}.")
-        else:
-            lines.append(f"The folder {source} does not exist (see --model).")
+    if by_state["download"]:
+        lines.append(
+            f"{named(by_state['download'])}: not on this machine yet; the first request waits while it downloads."
+        )
+    if by_state["offline"]:
+        lines.append(f"{named(by_state['offline'])}: not in the local cache, and the hub is offline; {FIX}.")
+    if by_state["missing"]:
+        lines.append(f"{named(by_state['missing'])}: this folder does not exist (see --model).")
     if tab_state(demo, states) == "download":
         heading = "Downloads on first use"
     else:

@@ -274,7 +274,10 @@ def test_offline_the_page_says_which_tabs_have_their_model_and_which_cannot_work
     assert "model-notice-text-generation" not in texts
     assert texts["model-notice-fill-mask"].startswith("> **This tab cannot work now:** `google-bert/bert-base-uncased`")
     # the attention tab still shows GPT-2 and MiniLM (from its PyPI package); only BERT is missing
-    assert texts["model-notice-attention"].startswith("> **Part of this tab cannot work now:** `google-bert/")
+    assert texts["model-notice-attention"] == (
+        "> **Part of this tab cannot work now:** `google-bert/bert-base-uncased` (fill-mask): not in the local cache, "
+        "and the hub is offline; run `python -m hub prefetch` while online, or start with `--preset tiny`."
+    )
     assert [r.getMessage() for r in caplog.records if r.name == "hub.app"] == [
         "model of text-generation: openai-community/gpt2, on this machine",
         "model of fill-mask: google-bert/bert-base-uncased, not on this machine and the hub is offline: "
@@ -293,7 +296,7 @@ def test_online_a_model_not_here_is_said_to_download_on_first_use(hf_cache_with_
     )
     assert texts["model-notice-fill-mask"].startswith("> **Downloads on first use:** `google-bert/bert-base-uncased`")
     assert texts["model-notice-text-generation"] == (
-        "> **This tab cannot work now:** The folder `/no/gpt` does not exist (see --model)."
+        "> **This tab cannot work now:** `/no/gpt`: this folder does not exist (see --model)."
     )
     assert texts["tabs"] == ["Text generation (gpt)", "Fill-mask (BERT)"]
 
