@@ -1,18 +1,21 @@
-"""Load: many visitors at once on each endpoint of the hub, served in its own process on loopback.
+"""Load: 1, 4 and 16 visitors at once on each endpoint of the hub, served in its own process on loopback.
 
-For each endpoint, N visitors (threads, each with its own HTTP connection, on Gradio's REST route
-/gradio_api/call/<endpoint>, which goes through the same queue as the page) are released together and make M
-requests each, one after another. Everything is bounded: the number of requests, and a hard
-deadline per endpoint after which nothing more is sent and unfinished requests are cancelled. Reported per
-endpoint: answers (checked for real content, not only received), requests/s, p50/p95 latency, clean "queue is
-full" refusals (Gradio's queue holds --queue-size waiting requests), other errors, the server's memory (RSS)
-before, at its peak and after, and the throughput against one visitor alone on the same endpoint.
+For each endpoint and each number of visitors N, N visitors (threads, each with its own HTTP connection, on
+Gradio's REST route /gradio_api/call/<endpoint>, which goes through the same queue as the page) are released
+together and share the endpoint's bounded count of requests, each making its share one after another. A hard
+deadline per level stops what is left (nothing more is sent, unfinished requests are cut). Reported per endpoint and
+level: answers (checked for real content, not only received), requests/s, p50/p95 latency, and the throughput
+against one visitor alone (the first level), so the table shows what serving visitors together gains; also clean
+"queue is full" refusals (Gradio's queue holds --queue-size waiting requests), other errors, and the server's
+memory (RSS) before, at its peak and after.
 
 The target is only ever 127.0.0.1: the bench starts the hub itself and never calls another address.
-Run: python -m bench.bench_load [--preset tiny|full-size|available] [--only fill_mask,generate] [--visitors N]
-[--requests M] [--deadline S]. `full-size` serves random-weight models of the default architectures at full size;
-`available` starts the hub without the tiny preset, offline, so each demo loads its real model where it is in the
-local cache (or a --model folder). An endpoint whose model cannot be loaded is skipped with the hub's message.
+Run: python -m bench.bench_load [--preset tiny|full-size|available] [--only fill_mask,classify_image]
+[--visitors 1,4,16] [--requests M] [--deadline S]. `full-size` serves random-weight models of the default
+architectures at full size; `available` starts the hub without the tiny preset, offline, so each demo loads its real
+model where it is in the local cache (or a --model folder). An endpoint whose model cannot be loaded is skipped with
+the hub's message. The default endpoints are the three that serve visitors together (fill_mask, classify_image,
+zero_shot); --only adds the others.
 """
 
 import argparse
@@ -117,25 +120,25 @@ class Endpoint:
     api_name: str
     arguments: tuple  # the first arguments; the endpoint's own defaults fill in the rest
     check: Callable[[Any], str | None]  # None for a right answer
-    visitors: int  # the default load on the tiny preset
-    requests: int
+    requests: int  # requests per level, shared among its visitors: the bound on each level's work
     streaming: bool = False  # the check then reads every streamed update, the last one being the answer
 
 
 ENDPOINTS = {
-    "fill_mask": Endpoint("/fill_mask", (MASKED, 5), lambda a: check_label(a, 5), 40, 10),
-    "generate": Endpoint("/generate", (PROMPT,), check_stream, 70, 1, streaming=True),
-    "classify_image": Endpoint("/classify_image", (PHOTO, 5), lambda a: check_label(a, 5), 10, 3),
-    "zero_shot": Endpoint("/zero_shot", (PHOTO, ", ".join(LABELS)), check_zero_shot, 10, 3),
-    "attention": Endpoint("/attention", (SENTENCE, "encoder", 1, 1), check_attention, 20, 5),
+    "fill_mask": Endpoint("/fill_mask", (MASKED, 5), lambda a: check_label(a, 5), 64),
+    "classify_image": Endpoint("/classify_image", (PHOTO, 5), lambda a: check_label(a, 5), 32),
+    "zero_shot": Endpoint("/zero_shot", (PHOTO, ", ".join(LABELS)), check_zero_shot, 32),
+    "generate": Endpoint("/generate", (PROMPT,), check_stream, 16, streaming=True),
+    "attention": Endpoint("/attention", (SENTENCE, "encoder", 1, 1), check_attention, 32),
     "text_to_image": Endpoint(
         "/text_to_image",
         ("A watercolor lighthouse", "", 1, 0.0, IMAGE_SIDE, IMAGE_SIDE, 0, 1, False),
         check_image,
-        6,
-        2,
+        8,
     ),
 }
+BATCHED = ["fill_mask", "classify_image", "zero_shot"]  # the endpoints measured unless --only says otherwise
+LEVELS = (1, 4, 16)  # visitors at once; the first level is the baseline of the "x one visitor" column
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -399,12 +402,28 @@ def load_average() -> str:
     return ", ".join(f"{load:.1f}" for load in os.getloadavg())
 
 
+def measure_levels(url: str, endpoint: Endpoint, levels: list[int], requests: int, deadline_s: float, photo: str = "",
+                   server_pid: int | None = None, download_dir: str | None = None) -> list[tuple[LoadResult, dict]]:  # fmt: skip
+    """Each level of visitors at once with its table row, each level sharing `requests` among its visitors; the
+    first level's requests/s is the baseline of the "x one visitor" column (levels start at 1 for that reason)."""
+    measured, alone = [], None
+    for visitors in levels:
+        each = max(1, requests // visitors)
+        result = run_load(url, endpoint, visitors, each, deadline_s, photo, server_pid, download_dir)
+        alone = alone or result.requests_per_s
+        measured.append((result, row(result, alone)))
+        if server_pid and not server_is_idle(url, server_pid):
+            measured[-1][1]["errors"] = f"{measured[-1][1]['errors']} (the server was still busy 60 s later)"
+    return measured
+
+
 def row(result: LoadResult, alone_per_s: float | None) -> dict:
     latencies = result.latencies
     before, peak, after = result.rss_mb
     return {
         "endpoint": f"`{result.endpoint}`",
-        "visitors x requests": f"{result.visitors} x {result.requests}",
+        "visitors": result.visitors,
+        "requests": result.visitors * result.requests,
         "answers": result.count("answer"),
         "requests/s": f"{result.requests_per_s:.{1 if result.requests_per_s >= 1 else 2}f}",
         "x one visitor": f"{result.requests_per_s / alone_per_s:.2f}" if alone_per_s else "-",
@@ -433,16 +452,20 @@ def main() -> None:
         help="tiny: the hub's tiny preset; full-size: random-weight models of the default architectures at full "
         "size (text to image is skipped: see bench_text_to_image); available: whatever is in the local cache",
     )
-    parser.add_argument("--only", help=f"comma-separated endpoints [{','.join(ENDPOINTS)}]")
-    parser.add_argument("--visitors", type=int, help="visitors per endpoint [each endpoint's own default]")
-    parser.add_argument("--requests", type=int, help="requests per visitor [each endpoint's own default]")
-    parser.add_argument("--deadline", type=float, default=90, help="seconds per endpoint [%(default)s]")
-    parser.add_argument("--alone", type=int, default=10, help="requests of one visitor alone, the baseline (0: none)")
+    parser.add_argument("--only", help=f"comma-separated endpoints [{','.join(BATCHED)}]; all: {','.join(ENDPOINTS)}")
+    parser.add_argument(
+        "--visitors", default=",".join(map(str, LEVELS)), help="visitors at once, per level, from 1 [%(default)s]"
+    )
+    parser.add_argument("--requests", type=int, help="requests per level, shared by its visitors [per endpoint]")
+    parser.add_argument("--deadline", type=float, default=60, help="seconds per level [%(default)s]")
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     parser.add_argument("--queue-size", type=int, help="the hub's queue size [the hub's default]")
     parser.add_argument("--model", action="append", default=[], metavar="DEMO=DIR", help="passed on to the hub")
     args = parser.parse_args()
-    names = [n.strip() for n in args.only.split(",")] if args.only else list(ENDPOINTS)
+    names = [n.strip() for n in args.only.split(",")] if args.only else BATCHED
+    levels = [int(n) for n in args.visitors.split(",")]
+    if levels[0] != 1 or any(n < 1 for n in levels):
+        parser.error("--visitors starts with 1 (the baseline), e.g. 1,4,16")
     if unknown := set(names) - set(ENDPOINTS):
         parser.error(f"unknown endpoint(s): {', '.join(sorted(unknown))}")
 
@@ -465,29 +488,26 @@ def main() -> None:
         say(f"served at {url}; server memory {rss_mb(hub.pid):.0f} MiB")
         for name in names:
             endpoint = ENDPOINTS[name]
-            visitors, requests = args.visitors or endpoint.visitors, args.requests or endpoint.requests
             say(f"{endpoint.api_name}: warm-up ...")
             if why := warm_up(url, endpoint, str(photo), str(scratch), args.deadline):
                 say(f"{endpoint.api_name}: skipped, {why}")
                 notes.append(f"`{endpoint.api_name}` skipped: {why}")
                 continue
-            alone = None
-            if args.alone:
-                single = run_load(url, endpoint, 1, args.alone, args.deadline, str(photo), hub.pid, str(scratch))
-                alone = single.requests_per_s
-            result = run_load(url, endpoint, visitors, requests, args.deadline, str(photo), hub.pid, str(scratch))
-            rows.append(row(result, alone))
-            notes += [f"`{endpoint.api_name}`: {message}" for message in result.messages()]
-            say(" | ".join(f"{k} {v}" for k, v in rows[-1].items()))
-            if not server_is_idle(url, hub.pid):
-                notes.append(f"the server was still busy 60 s after `{endpoint.api_name}`: the next row overlaps it")
+            measured = measure_levels(
+                url, endpoint, levels, args.requests or endpoint.requests, args.deadline, str(photo), hub.pid,
+                str(scratch),
+            )  # fmt: skip
+            for result, result_row in measured:
+                rows.append(result_row)
+                notes += [f"`{endpoint.api_name}`, {result.visitors} at once: {m}" for m in result.messages()]
+                say(" | ".join(f"{k} {v}" for k, v in result_row.items()))
     finally:
         hub.terminate()
         try:
             hub.wait(timeout=15)
         except subprocess.TimeoutExpired:
             hub.kill()
-    print(f"\nCPU: {cpu_name()}; dtype {dtype}; preset {args.preset}; deadline {args.deadline:.0f} s per endpoint")
+    print(f"\nCPU: {cpu_name()}; dtype {dtype}; preset {args.preset}; deadline {args.deadline:.0f} s per level")
     print(f"load average at the start {load_at_start}, at the end {load_average()} (other programs count too)\n")
     if rows:
         print(markdown_table(rows))

@@ -3,7 +3,16 @@ the core, and the answer checks themselves refuse wrong answers (so "answered" m
 
 import pytest
 
-from bench.bench_load import ENDPOINTS, MASKED, check_attention, check_label, check_stream, percentile, run_load
+from bench.bench_load import (
+    ENDPOINTS,
+    MASKED,
+    check_attention,
+    check_label,
+    check_stream,
+    measure_levels,
+    percentile,
+    run_load,
+)
 from demos.fill_mask import fill_mask
 
 
@@ -19,6 +28,17 @@ def test_three_visitors_at_once_all_get_the_core_answer(hub_url, store, tmp_path
     assert 0 < result.latencies[0] <= percentile(result.latencies, 0.95) <= result.seconds
     assert result.requests_per_s == pytest.approx(6 / result.seconds)
     assert 100 < result.rss_mb[0] < 100_000  # MiB of a process that holds torch and the tiny models
+
+
+def test_each_level_of_visitors_is_compared_with_one_visitor_alone(hub_url, tmp_path):
+    measured = measure_levels(
+        hub_url, ENDPOINTS["fill_mask"], [1, 3], requests=6, deadline_s=60, download_dir=str(tmp_path)
+    )
+    (alone, alone_row), (three, three_row) = measured
+    assert (alone.visitors, alone.requests, three.visitors, three.requests) == (1, 6, 3, 2)  # 6 requests each level
+    assert alone_row["answers"] == three_row["answers"] == 6 and alone_row["x one visitor"] == "1.00"
+    assert float(three_row["x one visitor"]) == pytest.approx(three.requests_per_s / alone.requests_per_s, abs=0.01)
+    assert float(three_row["p50 s"]) == pytest.approx(percentile(three.latencies, 0.5), abs=0.01)
 
 
 def test_the_checks_refuse_wrong_answers():
