@@ -166,14 +166,19 @@ def head_figure(maps: AttentionMaps, layer: int, head: int) -> Image.Image:
         column_title="attends to key →",
         title=f"{maps.kind}: {maps.model.split('/')[-1]}, layer {layer}, {who}",
         vmax=1.0,  # one scale for every map, so the encoder's and the decoder's can be compared
+        value_label="% of the query's attention (each row sums to 100)",
     )
 
 
 TILE_GAP, MARGIN = 3, 34
+SLIDE_WIDTH = 1000  # pixels the overview aims for, so it stays sharp on a slide
 
 
 def tile_size(maps: AttentionMaps) -> int:
-    return max(maps.weights.shape[-1], 64 // maps.weights.shape[-1] * maps.weights.shape[-1])
+    """A whole number of pixels per token (so every cell is as wide as the next), about SLIDE_WIDTH for all heads."""
+    heads, n = maps.weights.shape[1], maps.weights.shape[-1]
+    target = min(160, max(64, SLIDE_WIDTH // heads))
+    return max(n, target // n * n)
 
 
 def overview_figure(maps: AttentionMaps, selected: tuple[int, int] | None = None) -> Image.Image:
@@ -186,7 +191,7 @@ def overview_figure(maps: AttentionMaps, selected: tuple[int, int] | None = None
     width, height = MARGIN + heads * (size + TILE_GAP), MARGIN + layers * (size + TILE_GAP)
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=12)
+    font = ImageFont.load_default(size=14)
     for layer in range(layers):
         draw.text((2, MARGIN + layer * (size + TILE_GAP) + size // 2 - 6), f"L{layer + 1}", fill="black", font=font)
         for head in range(heads):
@@ -266,6 +271,11 @@ tokens, so its maps are empty above the diagonal) read the same sentence. All nu
 """
 ENCODERS = [("BERT (the fill-mask model)", ENCODER), ("MiniLM (a real encoder that works offline)", "minilm")]
 EXAMPLE = "The animal didn't cross the street because it was too tired."
+EXAMPLES = [  # sentence, encoder, layer, head (0 = the mean over heads)
+    [EXAMPLE, ENCODER, 1, 0],
+    ["The keys to the cabinet are on the table.", ENCODER, 6, 0],
+    ["Alice gave Bob the book because he asked for it.", "minilm", 3, 1],
+]
 
 
 def token_choices(maps: AttentionMaps) -> list[tuple[str, int]]:
@@ -293,6 +303,7 @@ def attention_tab(store: ModelStore) -> None:
         layer = gr.Slider(1, 12, value=1, step=1, label="Layer")
         head = gr.Slider(0, 12, value=1, step=1, label="Head (0 = the mean over heads)")
         run = gr.Button("Show attention", variant="primary")
+    examples_place = gr.Column()  # filled below, once the handler the examples run is defined
     columns = {}
     with gr.Row():
         for kind, title in (
@@ -351,7 +362,7 @@ def attention_tab(store: ModelStore) -> None:
         summary = (
             f"Layer {layer}, head {head or 1} (step by step needs one head), query **{html.escape(maps.labels[token - 1])}**: "
             f"scores × {step.scale:.4f} (= 1/√{t.head_size}), then softmax. Largest difference from the library's "
-            f"own row: **{step.largest_difference:.1e}**."
+            f"own row: **{100 * step.largest_difference:.1e} percentage points**."
         )
         return (
             " ".join(notes),
@@ -370,19 +381,29 @@ def attention_tab(store: ModelStore) -> None:
         code = "\n\n".join(side[6] for side in (encoder_side, decoder_side) if side[6])
         return (*encoder_side[:6], *decoder_side[:6], code)
 
+    @show_errors
+    def show(text: str, which: str, layer: float, head: float, progress=gr.Progress()):
+        """Both sides for a new text: the maps, then the views for each side's last token."""
+        computed = compute(text, which, progress)
+        return (*computed, *draw(*computed[:2], which, text, layer, head, None, None))
+
     outputs = []
     for kind in (ENCODER, DECODER):
         notice, figure, _, token_view, steps_text, steps, overview = columns[kind]
         outputs += [notice, figure, token_view, steps_text, steps, overview]
     draw_inputs = [enc_maps, dec_maps, encoder, text, layer, head, columns[ENCODER][2], columns[DECODER][2]]
-    event = gr.on(
-        [run.click, text.submit],
-        compute,
-        [text, encoder],
-        [enc_maps, dec_maps, columns[ENCODER][2], columns[DECODER][2], layer, head],
-        api_visibility="private",
-    )
-    event.success(draw, draw_inputs, [*outputs, code], api_visibility="private")
+    shown = [enc_maps, dec_maps, columns[ENCODER][2], columns[DECODER][2], layer, head, *outputs, code]
+    gr.on([run.click, text.submit], show, [text, encoder, layer, head], shown, api_visibility="private")
+    with examples_place:  # clicking an example fills the inputs, then runs the button's handler
+        gr.Examples(
+            EXAMPLES,
+            inputs=[text, encoder, layer, head],
+            outputs=shown,
+            fn=show,
+            run_on_click=True,
+            cache_examples=False,
+            label="Examples: click one to show it",
+        )
     gr.on(
         [layer.release, head.release, columns[ENCODER][2].input, columns[DECODER][2].input],
         draw,
@@ -410,12 +431,32 @@ def register_api(store: ModelStore) -> None:
     """/attention and /ablate: the numbers behind the views, as JSON."""
 
     def attention_api(text: str, model: str = ENCODER, layer: int = 1, head: int = 1) -> dict:
-        """One head's attention matrix for a text: rows = query tokens, columns = key tokens; head 0 = the mean."""
+        """One attention head's weights for a text, as the model computed them: who attends to whom.
+
+        Args:
+            text: The text to read, at most 64 tokens; sent to the model exactly as given.
+            model: "encoder" (BERT, the fill-mask model; every token sees every token, the default), "decoder" (GPT-2, the text-generation model; a token sees only earlier ones) or "minilm" (a small encoder that works offline).
+            layer: The layer, counted from 1 up to the model's number of layers. Default 1.
+            head: The head, counted from 1 up to the model's heads per layer; 0 = the mean over the layer's heads. Default 1.
+
+        Returns:
+            {"model": where the weights come from, "tokens": the model's tokens, "layer", "head", "weights": a tokens x tokens matrix of fractions, rows = query tokens (each row sums to 1), columns = key tokens}, plus "notice" when MiniLM stands in for BERT.
+        """
         t = load_transformer(store, model)
         return attention(t, text, layer, head) | ({"notice": t.notice} if t.notice else {})
 
     def ablate_api(text: str, model: str = ENCODER, heads: str = "1.1", top_k: int = 5) -> dict:
-        """The prediction before and after switching heads off ("1.3, 5.7" = layer 1 head 3, layer 5 head 7)."""
+        """The model's prediction before and after switching some attention heads off (their output set to zero).
+
+        Args:
+            text: The text; for the encoder it must hold a mask ([MASK], <mask> or ___), whose word is predicted; the decoder predicts the next token.
+            model: "encoder" (BERT, the default) or "decoder" (GPT-2).
+            heads: The heads to switch off as layer.head, counted from 1, separated by commas: "1.3, 5.7" = layer 1 head 3 and layer 5 head 7. Default "1.1".
+            top_k: How many of the most probable words to return, 1 to 20. Default 5.
+
+        Returns:
+            {"model", "heads": the heads switched off as "layer.head", "before": {word: probability}, "after": {word: probability}}, probabilities as fractions from 0 to 1, most probable first.
+        """
         return head_ablation.ablate(load_transformer(store, model), text, heads, top_k)
 
     gr.api(show_errors(attention_api), api_name="attention", concurrency_limit=2)

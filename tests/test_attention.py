@@ -7,14 +7,18 @@ import math
 
 import numpy as np
 import pytest
+import requests
 import torch
+from gradio.utils import get_function_description
 from gradio_client.exceptions import AppError
+from PIL import Image
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from demos import attention as attention_demo
 from demos.attention import attention, attention_code, attention_maps, overview_figure, step_by_step, tile_at
 from demos.fine_tune import packaged_minilm
 from demos.head_ablation import ablate, ablation_code
+from hub.app import build_app
 from hub.errors import HubError
 from hub.inside import load_transformer, parse_heads, tokenize
 from hub.models import ModelStore
@@ -191,6 +195,7 @@ def test_the_overview_has_a_tile_per_head_and_clicks_open_it(store):
     t = load_transformer(store, "minilm")  # 6 layers x 12 heads: real weights, shipped in a package
     maps = attention_maps(t, SENTENCE)
     image = overview_figure(maps, (2, 3))
+    assert image.width >= 960  # 12 heads side by side, wide enough for a slide
     assert tile_at(maps, image.width - 3, image.height - 3) == (6, 12)
     assert tile_at(maps, 40, 40) == (1, 1)
     assert tile_at(maps, 2, 2) is None
@@ -294,3 +299,67 @@ def test_browser_shows_both_models_and_a_click_opens_a_head(page, hub_url):
     box = overview.bounding_box()
     page.mouse.click(box["x"] + box["width"] - 8, box["y"] + box["height"] - 8)  # the last layer's last head
     page.get_by_text("layer 2: where", exact=False).first.wait_for()
+
+
+def test_browser_a_link_fills_in_the_tab_and_a_bad_value_is_said(page, hub_url):
+    page.goto(f"{hub_url}?tab=attention&text=The%20keys%20are%20here.&model=minilm&layer=2&head=0")
+    page.wait_for_function("() => window.hubLinkRead === true")
+    assert page.get_by_label("Sentence (at most 64 tokens)").input_value() == "The keys are here."
+    assert page.get_by_label("MiniLM (a real encoder that works offline)").is_checked()
+    assert page.get_by_label("number input for Layer").input_value() == "2"
+    assert page.get_by_label("number input for Head (0 = the mean over heads)").input_value() == "0"
+    page.goto(f"{hub_url}?tab=attention&head=-1")
+    page.wait_for_function("() => window.hubLinkRead === true")
+    assert "head must be between 0 and 12" in page.locator(".toast-body").first.inner_text()
+    assert page.get_by_label("number input for Head (0 = the mean over heads)").input_value() == "1"
+
+
+def test_browser_clicking_an_example_runs_it_and_each_map_downloads_as_a_slide_png(page, hub_url):
+    page.goto(f"{hub_url}?tab=attention&present=1")  # presenter mode keeps the Download buttons
+    example = page.get_by_text("The keys to the cabinet are on the table.", exact=True)
+    example.scroll_into_view_if_needed()
+    example.click()
+    page.locator("#attention-decoder-overview img").wait_for(state="attached")  # drawn last; lazy-loaded below
+    sentence = page.get_by_label("Sentence (at most 64 tokens)").input_value()
+    assert sentence == "The keys to the cabinet are on the table."
+    for figure in ("attention-encoder-head", "attention-decoder-head", "attention-decoder-overview"):
+        link = page.locator(f"#{figure} a[data-testid=download-link]")
+        link.scroll_into_view_if_needed()
+        assert link.locator("button[aria-label=Download]").is_visible()
+        png = Image.open(io.BytesIO(page.request.get(link.get_attribute("href")).body()))
+        assert png.format == "PNG" and png.width >= (700 if figure.endswith("head") else 300)
+
+
+# --- described for API callers and MCP clients ------------------------------------------------------------------
+
+INSIDE_ENDPOINTS = [
+    "attention",
+    "ablate",
+    "layer_predictions",
+    "positional_encoding",
+    "word_order",
+    "vit_attention",
+    "vit_position_similarity",
+    "clip_relevance",
+]
+
+
+@pytest.fixture(scope="module")
+def endpoint_functions(tiny_settings, store) -> dict:
+    """{api_name: the function Gradio calls} for the whole hub, as --mcp would serve it."""
+    app = build_app(tiny_settings, store)
+    return {fn.api_name: fn.fn for fn in app.fns.values() if fn.api_visibility == "public"}
+
+
+@pytest.mark.parametrize("api_name", INSIDE_ENDPOINTS)
+def test_every_inside_endpoint_describes_its_inputs_and_output(endpoint_functions, api_name):
+    description, parameters, returns = get_function_description(endpoint_functions[api_name])
+    assert len(description) > 40
+    assert all(len(text) > 15 for text in parameters.values()), parameters  # each parameter, one line in Args:
+    assert returns and returns[0].startswith("{")  # the JSON answer, key by key
+
+
+def test_the_descriptions_reach_api_info(hub_url):
+    info = requests.get(f"{hub_url}gradio_api/info", timeout=30).json()["named_endpoints"]
+    assert info["/attention"]["description"].startswith("One attention head's weights for a text")
+    assert info["/clip_relevance"]["description"].startswith("Which patches of an image make CLIP match one label")
