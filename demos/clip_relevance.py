@@ -313,7 +313,17 @@ def relevance_section(store: ModelStore, image: gr.Image, labels: gr.Textbox, te
     def clip_relevance_api(
         image: FileData, label: str, template: str = DEFAULT_TEMPLATE, ensemble: bool = False
     ) -> dict:
-        """Which patches of the image match one label: {"grid": [rows, cols], "relevance": [rows*cols values]}."""
+        """Which patches of an image make CLIP match one label (Chefer et al. 2021: attention weighed by its gradient).
+
+        Args:
+            image: The image, a file (PNG, JPEG, ...) sent with the request.
+            label: One label, e.g. "a dog" (no commas: commas separate labels).
+            template: The prompt the label is put in, with {} where the label goes. Default "a photo of a {}.".
+            ensemble: true = average the label's embedding over the seven ImageNet prompts as well. Default false.
+
+        Returns:
+            {"grid": [patch rows, patch columns], "relevance": one number per patch, row by row, 0 or more: how much the patch raised the label's score, to compare between patches (larger = mattered more)}.
+        """
         return clip_relevance(store.get(DEMO_ID), uploaded_file(image), label, template, ensemble)
 
     gr.api(show_errors(clip_relevance_api), api_name="clip_relevance")

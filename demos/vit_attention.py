@@ -245,6 +245,7 @@ def patch_figure(maps: VitAttention, patch_weights: np.ndarray, title: str) -> I
         "patch column",
         title,
         cmap=COLOURS,
+        value_label="% of the query's attention",
     )
 
 
@@ -420,14 +421,26 @@ def vit_attention_section(store: ModelStore, image: gr.Image) -> None:
 
 def register_api(store: ModelStore) -> None:
     def vit_attention_api(image: dict | None, layer: int = 0, head: int = 0) -> dict:
-        """The class token's attention over the patches (row-major): layer 0 = rollout over all layers, else a
-        layer counted from 1; head 0 = the mean over heads, else a head counted from 1."""
+        """Where the image classifier (a Vision Transformer) looks: its class token's attention over the image's patches.
+
+        Args:
+            image: The photo, a file (PNG, JPEG, ...) sent with the request.
+            layer: 0 = attention rollout over all layers (the default), else one layer counted from 1.
+            head: 0 = the mean over the layer's heads (the default; the rollout always mixes every head), else one head counted from 1.
+
+        Returns:
+            {"grid": [patch rows, patch columns], "weights": the class token's attention on each patch, row by row, as fractions of its attention (with the class token's attention to itself they sum to 1), "layer", "head"}.
+        """
         if image is not None:  # None gets load_image's "no image given"
             image = uploaded_file(image)  # never a path on the server that the caller names
         return vit_attention(store.get(DEMO_ID), image, layer, head)
 
     def vit_position_similarity_api() -> dict:
-        """Cosine similarity of every patch position's learned embedding to every other (row-major positions)."""
+        """How alike the image classifier's learned position embeddings are: each patch position against every other.
+
+        Returns:
+            {"grid": [patch rows, patch columns], "similarity": a (rows x columns) by (rows x columns) matrix of cosine similarities from -1 to 1, positions numbered row by row}.
+        """
         grid, similarity = position_similarity(store.get(DEMO_ID).model)
         return {"grid": list(grid), "similarity": similarity.tolist()}
 

@@ -265,7 +265,7 @@ def test_rest_wrong_types_nan_and_server_paths_get_a_message(hub_url, images):
 
 def test_browser_shows_where_each_label_matches(page, hub_url, tmp_path):
     photo().save(tmp_path / "cat.png")
-    page.goto(f"{hub_url}?tab=zero-shot")
+    page.goto(f"{hub_url}?tab=zero-shot&present=1")  # presenter mode keeps the Download buttons
     page.locator("#zero-shot-input input[type=file]").set_input_files(str(tmp_path / "cat.png"))
     page.locator("#zero-shot-label .output-class").wait_for()
     opener = page.get_by_text("Where each label matches", exact=True)
@@ -277,3 +277,7 @@ def test_browser_shows_where_each_label_matches(page, hub_url, tmp_path):
     figure = page.locator("#clip-relevance-figure img")
     figure.wait_for()
     assert figure.get_attribute("src")
+    link = page.locator("#clip-relevance-figure a[data-testid=download-link]")
+    assert link.locator("button[aria-label=Download]").is_visible()
+    png = Image.open(io.BytesIO(page.request.get(link.get_attribute("href")).body()))
+    assert png.format == "PNG" and png.width >= 700  # drawn at SLIDE_DPI

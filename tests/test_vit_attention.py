@@ -11,6 +11,7 @@ import timm
 import torch
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
+from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
 from timm.utils import AttentionExtract
 
@@ -310,7 +311,7 @@ def test_rest_non_finite_and_wrong_types_for_layer_and_head(hub_url, cat, layer,
 
 
 def test_browser_shows_the_rollout_over_an_upload_and_a_click_picks_a_patch(page, hub_url, cat):
-    page.goto(f"{hub_url}?tab=image-classification")
+    page.goto(f"{hub_url}?tab=image-classification&present=1")  # presenter mode keeps the Download buttons
     page.locator("#image-classification-input input[type=file]").set_input_files(str(cat))
     shown = page.locator("#vit-attention-overlay img")
     shown.scroll_into_view_if_needed()
@@ -321,3 +322,13 @@ def test_browser_shows_the_rollout_over_an_upload_and_a_click_picks_a_patch(page
     box = shown.bounding_box()
     shown.click(position={"x": box["width"] * 0.9, "y": box["height"] * 0.1})  # top right: patch 4
     summary.get_by_text("Patch 4").wait_for()
+    for figure, width in (
+        ("vit-attention-grid", 600),
+        ("vit-position-similarity", 900),
+        ("vit-attention-overlay", 448),
+    ):
+        link = page.locator(f"#{figure} a[data-testid=download-link]")
+        link.scroll_into_view_if_needed()
+        assert link.locator("button[aria-label=Download]").is_visible()
+        png = Image.open(io.BytesIO(page.request.get(link.get_attribute("href")).body()))
+        assert png.format == "PNG" and png.width >= width  # figures at SLIDE_DPI; the overlay twice the input
