@@ -1,4 +1,6 @@
-"""What the app shell needs to know about a demo: one `Demo` per module in `demos/`."""
+"""What the app shell needs to know about a demo: one `Demo` per module in `demos/`. hub/catalog.py repeats each
+demo's id, title, default model and the Hub repos it needs, for the CLI that answers before torch loads; a test in
+tests/test_cli.py keeps the two equal."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
