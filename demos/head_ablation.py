@@ -95,9 +95,9 @@ inputs = tokenizer({text!r}, return_tensors="pt")
 {mask_line}head_size = model.config.hidden_size // model.config.num_attention_heads
 
 
-def top(logits):
+def top(logits):  # the most probable words, in percent
     probabilities = logits.softmax(-1).topk({top_k})
-    return {{tokenizer.decode([i]): round(p, 4) for p, i in zip(probabilities.values.tolist(), probabilities.indices.tolist())}}
+    return {{tokenizer.decode([i]): round(100 * p, 2) for p, i in zip(probabilities.values.tolist(), probabilities.indices.tolist())}}
 
 
 def switch_off(heads):  # heads counted from 1: zero their slice of the input to the output projection

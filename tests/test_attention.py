@@ -1,6 +1,7 @@
 """Attention: the tab's numbers against transformers' own eager attention on the same saved weights, then the
 endpoints /attention and /ablate, the offline encoder, and the tab in a real browser."""
 
+import ast
 import contextlib
 import io
 import math
@@ -233,9 +234,13 @@ def test_the_ablation_code_prints_the_same_prediction(store, decoder):
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         exec(code, {})
-    after = printed.getvalue().splitlines()[1]
-    expected = ablate(decoder, SENTENCE, "1.2", top_k=3)["after"]
-    assert after.startswith("after") and all(repr(word) in after for word in expected)
+    before, after = printed.getvalue().splitlines()
+    expected = ablate(decoder, SENTENCE, "1.2", top_k=3)
+    for line, key in ((before, "before"), (after, "after")):
+        assert line.startswith(key)
+        printed_percent = ast.literal_eval(line.removeprefix(key).strip())
+        assert list(printed_percent) == list(expected[key])  # the same words, most probable first
+        assert list(printed_percent.values()) == pytest.approx([100 * p for p in expected[key].values()], abs=0.006)
 
 
 # --- through the HTTP API -----------------------------------------------------------------------------------
