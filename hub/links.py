@@ -95,7 +95,11 @@ def read_linked_value(component: Component, name: str, text: str):
         whole = getattr(component, "precision", None) == 0 or (
             isinstance(component, gr.Slider) and float(component.step).is_integer() and float(low).is_integer()
         )
-        return check_int(number, name, low, high) if whole else check_number(number, name, low, high)
+        value = check_int(number, name, low, high) if whole else check_number(number, name, low, high)
+        if isinstance(component, gr.Slider) and whole and (value - low) % component.step:
+            # a slider offers only its steps (dimensions of a sinusoid come in pairs)
+            raise HubError(f"{name} must be {low:g} plus a multiple of {component.step:g}, got {text!r}.")
+        return value
     raise HubError(f"{name} cannot be set from a link.")
 
 

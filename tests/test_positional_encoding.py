@@ -4,6 +4,7 @@ order experiment against the model's own forward pass; then /positional_encoding
 import io
 import math
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
@@ -24,6 +25,7 @@ from demos.positional_encoding import (
 )
 from hub.errors import HubError
 from hub.inside import load_transformer
+from hub.links import read_linked_value
 
 
 @pytest.fixture(scope="module")
@@ -275,3 +277,10 @@ def test_browser_clicking_an_example_runs_it_and_figures_download_as_slide_pngs(
         assert link.locator("button[aria-label=Download]").is_visible()
         png = Image.open(io.BytesIO(page.request.get(link.get_attribute("href")).body()))
         assert png.format == "PNG" and png.width >= 700  # drawn at SLIDE_DPI: over 5 inches wide
+
+
+def test_a_link_offers_only_the_sliders_steps():
+    dims = gr.Slider(2, 1024, value=128, step=2, label="Dimensions (sinusoid only)")
+    assert read_linked_value(dims, "dims", "64") == 64
+    with pytest.raises(HubError, match="dims must be 2 plus a multiple of 2"):
+        read_linked_value(dims, "dims", "7")
