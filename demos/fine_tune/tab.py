@@ -183,14 +183,23 @@ def fine_tune_tab(store: ModelStore) -> None:
             with gr.Accordion("Hyperparameters", open=True):
                 epochs = setting_slider("epochs", step=1)
                 learning_rate = gr.Number(
-                    value=DEFAULTS.learning_rate, label=LIMITS["learning_rate"][0], info=HELP["learning_rate"]
+                    value=DEFAULTS.learning_rate,
+                    label=LIMITS["learning_rate"][0],
+                    info=HELP["learning_rate"],
+                    elem_id="fine-tune-learning-rate",
                 )
                 batch_size = setting_slider("batch_size", step=1)
                 max_length = setting_slider("max_length", step=8)
                 warmup = setting_slider("warmup", step=0.05)
                 weight_decay = setting_slider("weight_decay", step=0.01)
                 freeze = gr.Checkbox(value=DEFAULTS.freeze_backbone, label="Freeze the backbone", info=HELP["freeze"])
-                seed = gr.Number(value=DEFAULTS.seed, precision=0, label=LIMITS["seed"][0], info=HELP["seed"])
+                seed = gr.Number(
+                    value=DEFAULTS.seed,
+                    precision=0,
+                    label=LIMITS["seed"][0],
+                    info=HELP["seed"],
+                    elem_id="fine-tune-seed",
+                )
             # ?tab=fine-tune&epochs=1&learning_rate=0.0005... and a Copy link button (a CSV cannot travel in a link)
             link_inputs(
                 DEMO_ID,
