@@ -29,11 +29,12 @@ from safetensors.torch import save_file
 from timm.data import create_transform, resolve_model_data_config
 from timm.utils import AttentionExtract
 
-from bench.common import do_nothing_round_trip, markdown_table, served, within_target
+from bench.common import do_nothing_round_trip, markdown_table, served
 from demos import clip_zero_shot, image_classification
 from demos.clip_zero_shot import zero_shot
 from demos.image_classification import build_tiny_vit, classify_image
 from demos.vit_attention import vit_attention
+from hub.event_inputs import HubBlocks
 from hub.images import example_photos
 from hub.models import ModelStore
 from hub.settings import Settings
@@ -95,6 +96,11 @@ def bare_clip(model: torch.nn.Module, preprocess, tokenizer, path: Path, labels:
         (model.logit_scale.exp() * image.float() @ text.float().T).softmax(-1)
 
 
+def within_target(http_s: float, bare_s: float, round_trip_s: float) -> bool:
+    """DESIGN.md's target: a request costs at most the bare call + Gradio's do-nothing round trip + 10 ms."""
+    return http_s <= bare_s + round_trip_s + 0.010
+
+
 def row(name: str, dtype: torch.dtype, bare: float, core: float, http: float, round_trip: float, **extra) -> dict:
     return {
         "model": name,
@@ -104,8 +110,9 @@ def row(name: str, dtype: torch.dtype, bare: float, core: float, http: float, ro
         "HTTP ms": f"{http * 1e3:.0f}",
         "do-nothing image round trip ms": f"{round_trip * 1e3:.0f}",
         "(HTTP - round trip) / bare": f"{(http - round_trip) / bare:.2f}",
+        "hub's own ms (HTTP - bare - round trip)": f"{(http - bare - round_trip) * 1e3:.0f}",
         **extra,
-        "target ms": f"{(1.1 * bare + round_trip + 0.020) * 1e3:.0f}",
+        "target ms": f"{(bare + round_trip + 0.010) * 1e3:.0f}",
         "met": "yes" if within_target(http, bare, round_trip) else "NO",
     }
 
@@ -137,8 +144,9 @@ def bench_dtype(
     demos = [image_classification.DEMO, clip_zero_shot.DEMO]
     store = ModelStore(settings, demos)
     classifier, clip = store.get("image-classification"), store.get("zero-shot")
-    # The two tabs exactly as the hub builds them (the hub's registry would also import every other demo).
-    with gr.Blocks() as app:
+    # The two tabs exactly as the hub builds them, in the hub's own Blocks (its input checks run on every request);
+    # the hub's registry would also import every other demo.
+    with HubBlocks() as app:
         for demo in demos:
             with gr.Tab(demo.title):
                 demo.tab(store)

@@ -1,11 +1,23 @@
 """Fill-mask: the core against transformers' fill-mask pipeline and a bare forward pass, then /fill_mask and the tab."""
 
+import gradio as gr
 import pytest
 import torch
+from gradio.utils import get_function_description
 from gradio_client.exceptions import AppError
+from playwright.sync_api import expect
 from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
-from demos.fill_mask import MAX_MASKS, fill_mask, load_fill_mask, use_model_mask
+from demos.fill_mask import (
+    DEMO,
+    EXAMPLES,
+    MAX_MASKS,
+    fill_mask,
+    load_fill_mask,
+    predictions_table,
+    token_view,
+    use_model_mask,
+)
 from hub.errors import HubError
 
 
@@ -91,6 +103,29 @@ def test_control_characters_and_emoji_work(fill):
     assert len(result.predictions) == 1
 
 
+def test_the_token_view_shows_each_token_apart():
+    view = token_view(["[CLS]", "i", "we", "##nt", "[MASK]", "[SEP]"], "[MASK]")
+    assert "".join(text for text, _ in view) == "[CLS] i we ##nt [MASK] [SEP]"  # not "[CLS]iwe##nt[MASK][SEP]"
+    assert [kind for text, kind in view if text != " "] == ["token", "token", "token", "token", "mask", "token"]
+
+
+def test_the_table_shows_percent(fill):
+    table = predictions_table(fill_mask(fill, "Paris is the [MASK] of France.", top_k=3))
+    first = fill_mask(fill, "Paris is the [MASK] of France.", top_k=3).predictions[0]
+    assert list(table["probability (%)"]) == pytest.approx([round(100 * p, 2) for p in first.values()])
+
+
+def test_the_endpoint_describes_its_inputs_and_output(store):
+    with gr.Blocks() as app:
+        DEMO.tab(store)
+    endpoint = next(fn.fn for fn in app.fns.values() if fn.api_name == "fill_mask")
+    description, parameters, returns = get_function_description(endpoint)
+    parameters.pop("progress")  # Gradio's progress tracker, not an input
+    assert description.startswith("Guess the hidden word")
+    assert set(parameters) == {"text", "top_k"} and all(len(text) > 20 for text in parameters.values())
+    assert "probability" in returns[0]
+
+
 # --- through the HTTP API -----------------------------------------------------------------------------------
 
 
@@ -121,8 +156,22 @@ def test_api_bad_input_gets_a_message_and_the_server_keeps_serving(client, args,
 # --- in a real browser --------------------------------------------------------------------------------------
 
 
-def test_browser_fills_the_mask_and_shows_tokens(page, hub_url):
+def test_browser_fills_the_mask_and_shows_each_token_apart(page, hub_url, store):
     page.goto(f"{hub_url}?tab=fill-mask")
     page.get_by_role("button", name="Fill in").click()
     page.locator("#fill-mask-first .output-class").wait_for()
-    page.locator("#fill-mask-tokens").get_by_text("[MASK]").first.wait_for()
+    tokens = fill_mask(store.get("fill-mask"), EXAMPLES[0][0]).tokens
+    # each token stands apart: "[CLS] paris is ..." where the text ran together as "[CLS]parisis..." before
+    expect(page.locator("#fill-mask-tokens")).to_contain_text(" ".join(tokens), use_inner_text=True)
+    assert page.locator("#fill-mask-tokens").get_by_text("[MASK]", exact=True).count() == 1
+
+
+def test_browser_clicking_an_example_runs_it(page, hub_url, store):
+    page.goto(f"{hub_url}?tab=fill-mask")
+    example = page.get_by_text(EXAMPLES[1][0], exact=True)
+    example.scroll_into_view_if_needed()
+    example.click()
+    expect(page.get_by_label("Text with a mask")).to_have_value(EXAMPLES[1][0])
+    expected = next(iter(fill_mask(store.get("fill-mask"), EXAMPLES[1][0]).predictions[0]))
+    expect(page.locator("#fill-mask-first .output-class")).to_have_text(expected, timeout=60_000)
+    expect(page.locator("#fill-mask-tokens")).to_contain_text("[MASK]")
