@@ -1,14 +1,25 @@
 """Image classification: the core against timm's own recipe on the same saved weights, then /classify_image and the tab."""
 
+import gradio as gr
 import pytest
 import timm
 import torch
+from gradio.utils import get_function_description
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
+from playwright.sync_api import expect
 from timm.data import ImageNetInfo, create_transform, resolve_model_data_config
 
-from demos.image_classification import class_names, classify_image, hub_repos, load_classifier, patch_view, timm_name
+from demos.image_classification import (
+    DEMO,
+    class_names,
+    classify_image,
+    hub_repos,
+    load_classifier,
+    patch_view,
+    timm_name,
+)
 from hub.errors import HubError
 from tests.image_samples import photo, write_bad_images, write_good_images
 
@@ -156,3 +167,32 @@ def test_browser_classifies_an_upload_and_shows_the_patches(page, hub_url, tmp_p
     page.locator("#image-classification-input input[type=file]").set_input_files(str(tmp_path / "cat.png"))
     page.locator("#image-classification-label .output-class").wait_for()
     page.locator("#image-classification-patches").get_by_text("16 patches").wait_for()
+
+
+def test_browser_clicking_an_example_photo_classifies_it(page, hub_url):
+    page.goto(f"{hub_url}?tab=image-classification")
+    example = page.locator("#image-classification-examples img").first
+    example.scroll_into_view_if_needed()
+    example.click()
+    page.locator("#image-classification-label .output-class").wait_for()
+    expect(page.locator("#image-classification-patches")).to_contain_text("patches", timeout=60_000)
+
+
+def test_browser_a_link_sets_top_k(page, hub_url, tmp_path):
+    photo().save(tmp_path / "cat.png")
+    page.goto(f"{hub_url}?tab=image-classification&top_k=3")
+    page.wait_for_function("() => window.hubLinkRead === true")
+    assert page.get_by_label("number input for Top classes").input_value() == "3"
+    page.locator("#image-classification-input input[type=file]").set_input_files(str(tmp_path / "cat.png"))
+    expect(page.locator("#image-classification-label .confidence-set")).to_have_count(3, timeout=60_000)
+
+
+def test_the_endpoint_describes_its_inputs_and_output(store):
+    with gr.Blocks() as app:
+        DEMO.tab(store)
+    endpoint = next(fn.fn for fn in app.fns.values() if fn.api_name == "classify_image")
+    description, parameters, returns = get_function_description(endpoint)
+    parameters.pop("progress")  # Gradio's progress tracker, not an input
+    assert description.startswith("Name what is in a photo")
+    assert set(parameters) == {"image", "top_k"} and all(len(text) > 20 for text in parameters.values())
+    assert "probability" in returns[0]
