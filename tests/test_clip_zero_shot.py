@@ -1,21 +1,27 @@
 """CLIP zero-shot: the core against open_clip's own recipe on the same saved weights, the label-set cache, then
 /zero_shot, /zero_shot_matrix and the tab."""
 
+import gradio as gr
 import open_clip
 import pytest
 import torch
+from gradio.utils import get_function_description
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 from playwright.sync_api import expect
 
 from demos.clip_zero_shot import (
+    DEMO,
     ENSEMBLE_TEMPLATES,
     MAX_LABELS,
     TextEmbeddingCache,
+    example_label_sets,
+    heatmap,
     hub_repos,
     hub_weights,
     load_clip,
+    matrix_table,
     open_clip_source,
     parse_labels,
     zero_shot,
@@ -247,3 +253,44 @@ def test_browser_matches_an_upload_with_the_labels(page, hub_url, tmp_path):
     page.get_by_role("button", name="Compare the images", exact=True).click()
     # the Dataframe keeps a hidden copy of its table: read what is shown
     expect(page.locator("#zero-shot-matrix")).to_contain_text("2. cat.png", use_inner_text=True, timeout=60_000)
+
+
+def test_browser_clicking_an_example_matches_its_labels(page, hub_url):
+    page.goto(f"{hub_url}?tab=zero-shot")
+    example = page.locator("#zero-shot-examples img").first
+    example.scroll_into_view_if_needed()
+    example.click()
+    labels = parse_labels(next(iter(example_label_sets().values())))
+    expect(page.get_by_label("Labels (comma or newline separated)")).to_have_value(
+        next(iter(example_label_sets().values()))
+    )
+    expect(page.locator("#zero-shot-label .confidence-set")).to_have_count(len(labels), timeout=60_000)
+    assert page.locator("#zero-shot-label .output-class").inner_text() in labels
+
+
+def test_browser_a_link_sets_the_labels_template_and_ensemble(page, hub_url):
+    page.goto(f"{hub_url}?tab=zero-shot&labels=a%20cat,%20a%20rocket&template=art%20of%20{{}}&ensemble=1")
+    page.wait_for_function("() => window.hubLinkRead === true")
+    assert page.get_by_label("Labels (comma or newline separated)").input_value() == "a cat, a rocket"
+    assert page.get_by_label("Prompt template ({} is the label)").input_value() == "art of {}"
+    assert page.get_by_label("Ensemble", exact=False).is_checked()
+
+
+def test_the_matrix_shows_percent_and_returns_fractions(clip):
+    result = zero_shot(clip, [photo(), halves()], LABELS)
+    styled = heatmap(matrix_table(result, ["1. a.png", "2. b.png"]))
+    assert styled.data.iloc[0, 1] == round(result.probabilities[0][LABELS[0]], 4)  # the API's number: a fraction
+    shown = styled.to_html()
+    assert f"{result.probabilities[0][LABELS[0]]:.1%}" in shown  # the page's: percent
+
+
+def test_the_endpoints_describe_their_inputs_and_output(store):
+    with gr.Blocks() as app:
+        DEMO.tab(store)
+    for api_name, first in (("zero_shot", "image"), ("zero_shot_matrix", "files")):
+        endpoint = next(fn.fn for fn in app.fns.values() if fn.api_name == api_name)
+        description, parameters, returns = get_function_description(endpoint)
+        parameters.pop("progress")  # Gradio's progress tracker, not an input
+        assert len(description) > 30
+        assert set(parameters) == {first, "labels", "template", "ensemble"}
+        assert all(len(text) > 20 for text in parameters.values()) and "probability" in returns[0]
