@@ -464,17 +464,17 @@ def zero_shot_tab(store: ModelStore) -> None:
     # The page's one event fills every view at once; the HTTP endpoint answers the label alone (no trigger on the page).
     gr.on(
         [run.click, image.upload, labels.submit, template.submit], show, inputs, shown, preprocess=False,
-        api_visibility="private", concurrency_limit=MAX_BATCH,
+        api_visibility="private", concurrency_limit=MAX_BATCH, concurrency_id=DEMO_ID,
     )  # fmt: skip
     gr.on(
         [], zero_shot_endpoint, inputs, probabilities, api_name="zero_shot", preprocess=False,
-        concurrency_limit=MAX_BATCH,
+        concurrency_limit=MAX_BATCH, concurrency_id=DEMO_ID,
     )  # fmt: skip
     with examples:
         gr.Examples(
             [[photo, text] for photo, text in zip(example_photos(), label_sets.values())],
             inputs=[image, labels], outputs=shown, fn=show, run_on_click=True, cache_examples=False,
-            label="Photos from scikit-image with label sets: click one to match it",
+            label="Photos from scikit-image with label sets: click one to match it", elem_id="zero-shot-examples",
         )  # fmt: skip
     matrix_event = compare.click(
         run_matrix, [files, labels, template, ensemble], [matrix, last], api_name="zero_shot_matrix", preprocess=False

@@ -208,8 +208,24 @@ def fill_mask_tab(store: ModelStore) -> None:
 
     shown = [first, filled, table, tokens, code]
     # The page's one event fills every view at once; the HTTP endpoint answers the label alone (no trigger on the page).
-    gr.on([run.click, text.submit], show, [text, top_k], shown, api_visibility="private", concurrency_limit=MAX_BATCH)
-    gr.on([], fill_mask_endpoint, [text, top_k], first, api_name="fill_mask", concurrency_limit=MAX_BATCH)
+    gr.on(
+        [run.click, text.submit],
+        show,
+        [text, top_k],
+        shown,
+        api_visibility="private",
+        concurrency_limit=MAX_BATCH,
+        concurrency_id=DEMO_ID,
+    )
+    gr.on(
+        [],
+        fill_mask_endpoint,
+        [text, top_k],
+        first,
+        api_name="fill_mask",
+        concurrency_limit=MAX_BATCH,
+        concurrency_id=DEMO_ID,
+    )
     with examples:
         gr.Examples(
             EXAMPLES, inputs=[text], outputs=shown, fn=show, run_on_click=True, cache_examples=False,

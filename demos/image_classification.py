@@ -273,16 +273,17 @@ def image_classification_tab(store: ModelStore) -> None:
     # The page's one event fills every view at once; the HTTP endpoint answers the label alone (no trigger on the page).
     gr.on(
         [run.click, image.upload], show, [image, top_k], shown, preprocess=False, api_visibility="private",
-        concurrency_limit=MAX_BATCH,
+        concurrency_limit=MAX_BATCH, concurrency_id=DEMO_ID,
     )  # fmt: skip
     gr.on(
         [], classify_image_endpoint, [image, top_k], label, api_name="classify_image", preprocess=False,
-        concurrency_limit=MAX_BATCH,
+        concurrency_limit=MAX_BATCH, concurrency_id=DEMO_ID,
     )  # fmt: skip
     with examples:
         gr.Examples(
             [[photo] for photo in example_photos()], inputs=[image], outputs=shown, fn=show, run_on_click=True,
             cache_examples=False, label="Photos from scikit-image: click one to classify it",
+            elem_id="image-classification-examples",
         )  # fmt: skip
 
     # Imported here: the section reads this module's classifier (ImageClassifier, as_image).
