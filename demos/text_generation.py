@@ -1,6 +1,7 @@
 """Text generation: GPT-2 continues a prompt one token at a time, and shows how likely each token was."""
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -27,16 +28,16 @@ from transformers import (
     TopPLogitsWarper,
     set_seed,
 )
-from transformers.generation.streamers import BaseStreamer
 
 from hub import tiny
 from hub.checks import check_choice, check_int, check_number, check_text
 from hub.demo import Demo
 from hub.errors import HubError
-from hub.jobs import Job, running_jobs
+from hub.jobs import Job, VisitorJobs, running_jobs
 from hub.links import link_inputs
 from hub.models import ModelStore
 from hub.ui import code_accordion, load_model, show_errors
+from hub.visitors import session_id
 
 DEMO_ID = "text-generation"
 DEFAULT_MODEL = "openai-community/gpt2"
@@ -133,15 +134,10 @@ def most_new_tokens(context: int | None) -> int:
     return min(MAX_NEW_TOKENS, context - 1)
 
 
-def check_settings(
-    max_new_tokens: float = DEFAULTS.max_new_tokens,
-    decoding: str = DEFAULTS.decoding,
-    temperature: float = DEFAULTS.temperature,
-    top_k: float = DEFAULTS.top_k,
-    top_p: float = DEFAULTS.top_p,
-    repetition_penalty: float = DEFAULTS.repetition_penalty,
-    seed: float = DEFAULTS.seed,
-) -> GenerationSettings:
+def check_settings(max_new_tokens: float = DEFAULTS.max_new_tokens, decoding: str = DEFAULTS.decoding,
+                   temperature: float = DEFAULTS.temperature, top_k: float = DEFAULTS.top_k,
+                   top_p: float = DEFAULTS.top_p, repetition_penalty: float = DEFAULTS.repetition_penalty,
+                   seed: float = DEFAULTS.seed) -> GenerationSettings:  # fmt: skip
     return GenerationSettings(
         max_new_tokens=check_int(max_new_tokens, "Max new tokens", 1, MAX_NEW_TOKENS),
         decoding=check_choice(decoding, "Decoding", DECODING),
@@ -169,31 +165,17 @@ def fit_prompt(generator: TextGenerator, prompt: str, max_new_tokens: int) -> Pr
     return Prompt(ids[:, cut:], cut)
 
 
-class _TokenCollector(BaseStreamer):
-    """Posts each new token id from `generate` (run in the job's thread) to the job; the reader looks a few times a
-    second rather than being woken per token: every wake-up takes the GIL from the generating thread."""
+class _JobWatch(StoppingCriteria):
+    """Called by `generate` (in the job's thread) after each new token: posts the token ids so far to the job, and
+    stops the generation when the job should stop. Posting wakes nobody: the reader looks a few times a second, as
+    every wake-up would take the GIL from the generating thread."""
 
     def __init__(self, job: Job):
-        self.job = job
-        self.new_ids: list[int] = []
-        self._prompt_seen = False
+        self.job, self.new_ids = job, []
 
-    def put(self, value: torch.Tensor) -> None:
-        if not self._prompt_seen:  # generate first pushes the prompt itself
-            self._prompt_seen = True
-            return
-        self.new_ids.append(int(value.reshape(-1)[0]))
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        self.new_ids.append(int(input_ids[0, -1]))
         self.job.post(self.new_ids)
-
-    def end(self) -> None:
-        pass
-
-
-class _StopWhenAsked(StoppingCriteria):
-    def __init__(self, job: Job):
-        self.job = job
-
-    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
         return torch.full((input_ids.shape[0],), self.job.should_stop(), dtype=torch.bool, device=input_ids.device)
 
 
@@ -203,12 +185,15 @@ running_generations = running_jobs
 
 @dataclass
 class Generation:
-    """The continuation so far: its text and the exact token ids behind it."""
+    """The continuation so far: its text, the exact token ids behind it, and how the run ended."""
 
     text: str
     prompt_ids: list[int]
     new_ids: list[int]
     cut_tokens: int  # prompt tokens dropped to fit the context
+    max_new_tokens: int = DEFAULTS.max_new_tokens
+    stopped: str | None = None  # "stop" (Stop, a cancel) or "time limit" when that ended it early; else None
+    seconds: float = 0.0  # from the start of `generate` to the last token
 
 
 def generate_stream(
@@ -217,37 +202,66 @@ def generate_stream(
     settings: GenerationSettings = GenerationSettings(),
     stop: threading.Event | None = None,
     update_every_s: float = UPDATE_EVERY_S,
+    job: Job | None = None,
 ) -> Iterator[Generation]:
-    """Yield the continuation so far while `generate` runs as a job; closing the iterator stops it."""
+    """Yield the continuation so far while `generate` runs as a job (`job`, or a new one with `stop` and the time
+    limit), starting with the empty one; closing the iterator stops it."""
     fitted = fit_prompt(generator, check_text(prompt, "Prompt", MAX_PROMPT_CHARS), settings.max_new_tokens)
     model, input_ids = generator.model, fitted.input_ids.to(generator.model.device)
     prompt_ids = fitted.input_ids[0].tolist()
+    job = job or Job(TIME_LIMIT_S, stop)
+    ended = {"stopped": None, "seconds": 0.0}
 
     def generate(job: Job) -> None:
+        started = time.perf_counter()
         set_seed(settings.seed)
         with torch.inference_mode():
             model.generate(
                 input_ids,
                 attention_mask=torch.ones_like(input_ids),
                 pad_token_id=generator.tokenizer.eos_token_id,
-                streamer=_TokenCollector(job),
-                stopping_criteria=StoppingCriteriaList([_StopWhenAsked(job)]),
+                stopping_criteria=StoppingCriteriaList([_JobWatch(job)]),
                 **settings.generate_kwargs(),
             )
+        ended["seconds"] = time.perf_counter() - started
+        if len(job.progress or []) < settings.max_new_tokens and job.should_stop():
+            ended["stopped"] = "time limit" if job.out_of_time() else "stop"
         job.post(job.progress)  # the end: the reader sees the last tokens even if none came since its last look
 
-    shown = -1  # tokens in the last update
-    new_ids: list[int] = []
-    job = Job(TIME_LIMIT_S, stop)
+    def so_far(new_ids: list[int], text: str) -> Generation:
+        return Generation(text, prompt_ids, new_ids, fitted.cut_tokens, settings.max_new_tokens, **ended)
+
+    shown, new_ids = 0, []
+    yield so_far([], "")
     with closing(job.run(generate, name="generate", update_every_s=update_every_s)) as posts:  # closing stops it
         for posted in posts:
             new_ids = list(posted or [])
             text = generator.tokenizer.decode(new_ids, skip_special_tokens=True)
             if len(new_ids) != shown and not text.endswith("\ufffd"):  # wait for the rest of a split character
                 shown = len(new_ids)
-                yield Generation(text, prompt_ids, new_ids, fitted.cut_tokens)
-    text = generator.tokenizer.decode(new_ids, skip_special_tokens=True)
-    yield Generation(text, prompt_ids, new_ids, fitted.cut_tokens)
+                yield so_far(new_ids, text)
+    yield so_far(new_ids, generator.tokenizer.decode(new_ids, skip_special_tokens=True))
+
+
+def run_summary(generation: Generation) -> str:
+    """The line under the continuation: how the run ended, and after how many of the asked tokens."""
+    made, asked = len(generation.new_ids), generation.max_new_tokens
+    if generation.stopped == "time limit":
+        return f"Stopped after {made} of {asked} tokens: the time limit ran out after {generation.seconds:.1f} s."
+    if generation.stopped:
+        return f"Stopped after {made} of {asked} tokens."
+    speed = f" in {generation.seconds:.1f} s ({made / generation.seconds:.1f} tokens/s)" if generation.seconds else ""
+    if made < asked:
+        return f"{made} of {asked} tokens{speed}: the model wrote its end-of-text token."
+    return f"{made} new tokens{speed}."
+
+
+def stopped_generation(job: Job, tokenizer: PreTrainedTokenizerBase) -> Generation:
+    """A job ended by Stop: the last Generation its stream showed, completed with the tokens made since."""
+    shown: Generation = job.shown
+    new_ids = list(job.progress or shown.new_ids)
+    text = tokenizer.decode(new_ids, skip_special_tokens=True)
+    return Generation(text, shown.prompt_ids, new_ids, shown.cut_tokens, shown.max_new_tokens, "stop", shown.seconds)
 
 
 @dataclass
@@ -256,7 +270,7 @@ class TokenProbabilities:
 
     tokens: list[str]
     probabilities: list[float]  # softmax of the model's logits at that position
-    alternatives: list[pd.DataFrame]  # token, model probability, probability after the sampling settings
+    alternatives: list[pd.DataFrame]  # token, model probability and after the sampling settings (percent), chosen
 
 
 def sampling_processors(settings: GenerationSettings) -> LogitsProcessorList:
@@ -293,15 +307,11 @@ def token_probabilities(
         top_ids = model_probs.topk(min(top, model_probs.numel())).indices.tolist()
         if chosen not in top_ids:
             top_ids.append(chosen)
+        percent = {name: [round(100 * float(probs[i]), 2) for i in top_ids] for name, probs in
+                   (("model probability %", model_probs), ("after sampling settings %", sampling_probs))}  # fmt: skip
+        decoded = [repr(generator.tokenizer.decode([i])) for i in top_ids]
         alternatives.append(
-            pd.DataFrame(
-                {
-                    "token": [repr(generator.tokenizer.decode([i])) for i in top_ids],
-                    "model probability": [round(float(model_probs[i]), 4) for i in top_ids],
-                    "after sampling settings": [round(float(sampling_probs[i]), 4) for i in top_ids],
-                    "chosen": ["<-" if i == chosen else "" for i in top_ids],
-                }
-            )
+            pd.DataFrame({"token": decoded, **percent, "chosen": ["<-" if i == chosen else "" for i in top_ids]})
         )
     return TokenProbabilities(tokens, probabilities, alternatives)
 
@@ -333,6 +343,9 @@ EXAMPLES = [
     ["Dear diary, today I finally understood transformers:"],
 ]
 
+# The generations running now, per visitor: Stop ends its own visitor's, waits for its last token and says where.
+visitor_jobs = VisitorJobs()
+
 
 def text_generation_tab(store: ModelStore) -> None:
     gr.Markdown(
@@ -341,37 +354,32 @@ def text_generation_tab(store: ModelStore) -> None:
     )
     with gr.Row():
         with gr.Column():
-            prompt = gr.Textbox(label="Prompt", lines=4, value=EXAMPLES[0][0], max_length=MAX_PROMPT_CHARS)
+            prompt = gr.Textbox(label="Prompt", lines=4, value=EXAMPLES[0][0], max_length=MAX_PROMPT_CHARS,
+                                elem_id="generation-prompt")  # fmt: skip
             with gr.Row():
                 run = gr.Button("Generate", variant="primary")
                 stop = gr.Button("Stop", variant="stop")
             with gr.Accordion("Sampling settings", open=True):
-                max_new_tokens = gr.Slider(
-                    1,
-                    most_new_tokens(configured_context(store.source(DEMO_ID))),
-                    value=DEFAULTS.max_new_tokens,
-                    step=1,
-                    label="Max new tokens",
-                )
-                decoding = gr.Radio(
-                    list(DECODING), value=DEFAULTS.decoding, label="Decoding (greedy = always the top token)"
-                )
+                most = most_new_tokens(configured_context(store.source(DEMO_ID)))
+                max_new_tokens = gr.Slider(1, most, value=DEFAULTS.max_new_tokens, step=1, label="Max new tokens")
+                decoding = gr.Radio(list(DECODING), value=DEFAULTS.decoding,
+                                    label="Decoding (greedy = always the top token)")  # fmt: skip
                 temperature = gr.Slider(0.05, 2.0, value=DEFAULTS.temperature, step=0.05, label="Temperature")
                 top_k = gr.Slider(0, 200, value=DEFAULTS.top_k, step=1, label="Top-k (0 = off)")
                 top_p = gr.Slider(0.05, 1.0, value=DEFAULTS.top_p, step=0.05, label="Top-p")
-                repetition_penalty = gr.Slider(
-                    1.0, 2.0, value=DEFAULTS.repetition_penalty, step=0.05, label="Repetition penalty"
-                )
+                repetition_penalty = gr.Slider(1.0, 2.0, value=DEFAULTS.repetition_penalty, step=0.05,
+                                               label="Repetition penalty")  # fmt: skip
                 seed = gr.Number(value=DEFAULTS.seed, precision=0, label="Seed (same seed + settings = same text)")
-            gr.Examples(EXAMPLES, inputs=[prompt])
+            examples = gr.Examples(EXAMPLES, inputs=[prompt], label="Examples: click one to generate from it")
         with gr.Column():
             output = gr.Textbox(label="Continuation", lines=10, elem_id="generation-output")
+            status = gr.Markdown(elem_id="generation-status")
             tokens_view = gr.HighlightedText(
                 label="Generated tokens, coloured by the probability the model gave each (click one)",
                 elem_id="generation-tokens",
             )
             alternatives = gr.Dataframe(
-                label="The model's top choices for the selected token",
+                label="The model's top choices for the selected token (percent)",
                 interactive=False,
                 elem_id="generation-alternatives",
             )
@@ -382,40 +390,68 @@ def text_generation_tab(store: ModelStore) -> None:
     scored = gr.State()  # its TokenProbabilities, for clicks on tokens
 
     settings_inputs = [max_new_tokens, decoding, temperature, top_k, top_p, repetition_penalty, seed]
+    explain_inputs, explained = (
+        [generation, *settings_inputs, prompt],
+        [tokens_view, scored, alternatives, code, status],
+    )
 
     @show_errors
     def generate(prompt, max_new_tokens=DEFAULTS.max_new_tokens, decoding=DEFAULTS.decoding,
                  temperature=DEFAULTS.temperature, top_k=DEFAULTS.top_k, top_p=DEFAULTS.top_p,
-                 repetition_penalty=DEFAULTS.repetition_penalty, seed=DEFAULTS.seed, progress=gr.Progress()):  # fmt: skip
+                 repetition_penalty=DEFAULTS.repetition_penalty, seed=DEFAULTS.seed, request: gr.Request = None,
+                 progress=gr.Progress()):  # fmt: skip
+        """Continue a prompt with the loaded GPT-2 model, streaming the text as it is written.
+
+        Args:
+            prompt: the text to continue (1 to 20000 characters, taken exactly as typed; a prompt longer than the context loses its first tokens).
+            max_new_tokens: how many tokens to add, 1 to 512 and below the model's context (default 50).
+            decoding: "sampling" (draw each token from the model's probabilities) or "greedy" (always the most likely token); default "sampling".
+            temperature: sampling only, 0.05 to 2.0: below 1 sharpens the probabilities, above 1 flattens them (default 0.8).
+            top_k: sampling only, 0 to 1000: draw only from the k most likely tokens, 0 = no cut (default 50).
+            top_p: sampling only, 0.05 to 1.0: draw only from the most likely tokens whose probabilities add up to p (default 0.95).
+            repetition_penalty: 1.0 to 2.0: divides the odds of tokens already in the text, 1.0 = off (default 1.0).
+            seed: 0 to 2147483647: the same seed and settings give the same text (default 0).
+        Returns:
+            The continuation (without the prompt), streamed: an empty text first, then the text so far a few times a second, the whole continuation last.
+        """
         settings = check_settings(max_new_tokens, decoding, temperature, top_k, top_p, repetition_penalty, seed)
         text = check_text(prompt, "Prompt", MAX_PROMPT_CHARS)
+        # An update first: Gradio can close (cancel) a handler only once it has yielded, so without it a cancel that
+        # comes while the model loads or the prompt is read would leave the whole generation running.
+        yield "", None
         generator = load_model(store, DEMO_ID, progress)
-        warned, partial = False, None
-        for partial in generate_stream(generator, text, settings):
-            if partial.cut_tokens and not warned:
-                gr.Warning(
-                    f"The prompt was cut: its first {partial.cut_tokens} tokens were dropped to fit the context."
-                )
-                warned = True
-            yield partial.text, gr.skip()  # the State is written once, at the end: less work per update
+        with visitor_jobs.running(session_id(request), Job(TIME_LIMIT_S)) as job:
+            for partial in generate_stream(generator, text, settings, job=job):
+                job.shown = partial
+                if partial.cut_tokens and not partial.new_ids:
+                    gr.Warning(f"The prompt was cut: its first {partial.cut_tokens} tokens were dropped to fit.")
+                if partial.new_ids:  # the State is written once, at the end: less work per update
+                    yield partial.text, gr.skip()
         yield partial.text, partial
+
+    @show_errors
+    def request_stop(request: gr.Request = None):
+        """Stop: the generation ends after its current token; the text so far stays, and the line says where."""
+        shown = [job for job in visitor_jobs.stop(session_id(request)) if job.shown is not None]
+        if not shown:  # nothing running, or not started yet: the cancel alone ends it
+            return gr.skip(), gr.skip(), gr.skip()
+        stopped = stopped_generation(shown[-1], store.get(DEMO_ID).tokenizer)
+        return stopped.text, stopped, run_summary(stopped)
 
     @show_errors
     def explain(last: Generation | None, max_new_tokens, decoding, temperature, top_k, top_p, repetition_penalty, seed,
                 prompt):  # fmt: skip
         if last is None:
-            return [], None, None, ""
+            return [], None, None, gr.skip(), gr.skip()
         settings = check_settings(max_new_tokens, decoding, temperature, top_k, top_p, repetition_penalty, seed)
         code_text = reproduce_code(store.source(DEMO_ID), prompt, settings, store.dtype, last.cut_tokens)
         if not last.new_ids:
-            return [], None, None, code_text
+            return [], None, None, code_text, run_summary(last)
         result = token_probabilities(store.get(DEMO_ID), last, settings)
         highlighted = [(token, round(p, 3)) for token, p in zip(result.tokens, result.probabilities)]
-        return highlighted, result, result.alternatives[0], code_text
+        return highlighted, result, result.alternatives[0], code_text, run_summary(last)
 
-    def fit_slider_to_configured_model():
-        """On page load: the context from the model's config on disk (it may have been built or downloaded since
-        the tab was built); nothing is loaded for it."""
+    def fit_slider_to_configured_model():  # on page load: the config on disk may be new; nothing is loaded
         return gr.Slider(maximum=most_new_tokens(configured_context(store.source(DEMO_ID))))
 
     def fit_slider_to_loaded_model():
@@ -427,33 +463,26 @@ def text_generation_tab(store: ModelStore) -> None:
             return None
         return result.alternatives[evt.index]
 
-    event = gr.on(
-        [run.click, prompt.submit],
-        generate,
-        [prompt, *settings_inputs],
-        [output, generation],
-        api_name="generate",
-        concurrency_limit=1,
-    )
-    event.success(
-        explain,
-        [generation, *settings_inputs, prompt],
-        [tokens_view, scored, alternatives, code],
-        api_visibility="private",
-    )
+    def run_after(trigger, **api) -> gr.events.Dependency:
+        """The generation and what follows it, after a trigger (the button or Enter, or a clicked example)."""
+        event = trigger(generate, [prompt, *settings_inputs], [output, generation], concurrency_limit=1,
+                        concurrency_id=DEMO_ID, **api)  # fmt: skip
+        event.success(explain, explain_inputs, explained, api_visibility="private")
+        event.success(fit_slider_to_loaded_model, None, max_new_tokens, queue=False, api_visibility="private")
+        return event
+
+    # A clicked example fills the prompt, then runs the same handler as the button (what run_on_click does, but
+    # keeping the event, so that Stop reaches it and the token view follows it).
+    runs = [run_after(lambda *args, **kwargs: gr.on([run.click, prompt.submit], *args, **kwargs), api_name="generate"),
+            run_after(examples.load_input_event.then, api_visibility="private")]  # fmt: skip
+    stopped = stop.click(request_stop, None, [output, generation, status], cancels=runs, queue=False,
+                         api_visibility="private")  # fmt: skip
+    stopped.success(explain, explain_inputs, explained, api_visibility="private")  # the stopped run's tokens
     # The slider's maximum follows the model's context: on page load from its config, after a run from the model.
     gr.on(None, fit_slider_to_configured_model, None, max_new_tokens, queue=False, api_visibility="private")
-    event.success(fit_slider_to_loaded_model, None, max_new_tokens, queue=False, api_visibility="private")
-    stop.click(None, cancels=[event])
-    # A new run clears the last run's token view at once (a stopped run never fills it in).
-    gr.on(
-        [run.click, prompt.submit],
-        lambda: ([], None),
-        None,
-        [tokens_view, alternatives],
-        queue=False,
-        api_visibility="private",
-    )
+    # A new run clears the last run's token view and line at once.
+    gr.on([run.click, prompt.submit, examples.dataset.click], lambda: ([], None, ""), None,
+          [tokens_view, alternatives, status], queue=False, api_visibility="private")  # fmt: skip
     tokens_view.select(show_alternatives, scored, alternatives, api_visibility="private")
 
 

@@ -20,6 +20,7 @@ import ctypes.util
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 # Worker threads running now; tests read it to check that a stopped job really ends.
@@ -56,6 +57,7 @@ class Job:
         self.progress: Any = None
         self.posts = 0  # how many times progress was posted: the reader yields only what is new
         self.thread: threading.Thread | None = None
+        self.shown: Any = None  # the latest update its caller showed: a Stop handler reads it (VisitorJobs)
 
     def post(self, progress: Any) -> None:
         self.progress = progress
@@ -116,3 +118,39 @@ class Job:
                 yield self.progress
         finally:
             self.stop.set()  # Stop, a cancel or a visitor who left closed the reader: the work ends at its next check
+
+
+class VisitorJobs:
+    """The jobs each visitor is running, so that their Stop button can end them, wait for their last step and say
+    where they stopped (a cancel alone closes the reader without waiting, and leaves nothing to say it)."""
+
+    def __init__(self):
+        self._jobs: dict[str, list[Job]] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def running(self, session: str, job: Job) -> Iterator[Job]:
+        with self._lock:
+            self._jobs.setdefault(session, []).append(job)
+        try:
+            yield job
+        finally:
+            with self._lock:
+                jobs = self._jobs.get(session, [])
+                if job in jobs:
+                    jobs.remove(job)
+                if not jobs:
+                    self._jobs.pop(session, None)
+
+    def stop(self, session: str, wait_s: float = 5.0) -> list[Job]:
+        """Stop every job of this visitor and wait (at most `wait_s`) until their workers have ended; the stopped
+        jobs, oldest first."""
+        with self._lock:
+            jobs = list(self._jobs.get(session, []))
+        for job in jobs:
+            job.stop.set()
+        deadline = time.monotonic() + wait_s
+        for job in jobs:
+            if job.thread is not None:
+                job.thread.join(max(0.0, deadline - time.monotonic()))
+        return jobs

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from hub.errors import HubError
-from hub.jobs import Job, running_jobs
+from hub.jobs import Job, VisitorJobs, running_jobs
 from hub.visitors import StopSwitches, VisitorStore
 
 
@@ -115,6 +115,24 @@ def test_a_heartbeat_yields_while_nothing_is_posted():
     reader.close()
     job.thread.join(timeout=1)
     assert not job.thread.is_alive()
+
+
+def test_stopping_a_visitors_jobs_waits_for_their_last_step_and_leaves_others_running():
+    visitors = VisitorJobs()
+    ada_job, bob_job = Job(time_limit_s=10), Job(time_limit_s=10)
+    with visitors.running("ada", ada_job), visitors.running("bob", bob_job):
+        ada = ada_job.run(counting(10_000, step_s=0.2), update_every_s=0.01)
+        bob = bob_job.run(counting(10_000, step_s=0.01), update_every_s=0.01)
+        next(ada), next(bob)
+        assert visitors.stop("ada") == [ada_job]  # Stop pressed in the middle of a 0.2 s step
+        assert not ada_job.thread.is_alive()  # it returned once the step ended, so its progress is final
+        final = ada_job.progress
+        assert not bob_job.stop.is_set() and bob_job.thread.is_alive()
+        time.sleep(0.3)
+        assert ada_job.progress == final
+        bob.close()
+        ada.close()
+    assert visitors.stop("ada") == []  # its jobs are forgotten once they end
 
 
 def test_stop_switches_reach_every_job_of_one_visitor_only():

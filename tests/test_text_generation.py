@@ -1,15 +1,18 @@
 """Text generation: the core against transformers' own `generate`, then the /generate endpoint and the tab."""
 
 import math
+import re
 import threading
 import time
 
 import pytest
 import torch
 from gradio_client.exceptions import AppError
+from playwright.sync_api import expect
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from demos.text_generation import (
+    EXAMPLES,
     GenerationSettings,
     check_settings,
     configured_context,
@@ -17,10 +20,12 @@ from demos.text_generation import (
     generate_stream,
     load_text_generator,
     most_new_tokens,
+    run_summary,
     running_generations,
     token_probabilities,
 )
 from hub.errors import HubError
+from hub.jobs import Job
 
 PROMPT = "The cat sat on the mat while"
 
@@ -87,6 +92,7 @@ def test_closing_the_stream_stops_the_generation_thread(generator):
     try:
         stop = threading.Event()
         stream = generate_stream(generator, PROMPT, GenerationSettings(max_new_tokens=200), stop, update_every_s=0.001)
+        assert next(stream).new_ids == []  # the stream starts with the empty continuation, before generate runs
         first = next(stream)
         stream.close()  # what Gradio does when the visitor presses Stop or leaves
         assert stop.is_set()
@@ -97,6 +103,39 @@ def test_closing_the_stream_stops_the_generation_thread(generator):
         assert not any(t.name == "generate" and t.is_alive() for t in threading.enumerate())
     finally:
         hook.remove()
+
+
+def test_a_stopped_generation_says_after_how_many_tokens(generator):
+    stop, forwards = threading.Event(), []
+
+    def press_stop_during_the_fifth_token(*args):
+        forwards.append(1)
+        if len(forwards) == 5:  # the forward pass that makes the fifth token (the first one reads the prompt)
+            stop.set()
+
+    hook = generator.model.register_forward_pre_hook(press_stop_during_the_fifth_token)
+    try:
+        stopped = last(
+            generate_stream(generator, PROMPT, GenerationSettings(max_new_tokens=40, decoding="greedy"), stop)
+        )
+    finally:
+        hook.remove()
+    full = last(generate_stream(generator, PROMPT, GenerationSettings(max_new_tokens=40, decoding="greedy")))
+    assert stopped.stopped == "stop" and stopped.new_ids == full.new_ids[:5]  # the text so far, exactly
+    assert run_summary(stopped) == "Stopped after 5 of 40 tokens."
+    assert full.stopped is None and run_summary(full).startswith("40 new tokens in ")
+
+
+def test_the_time_limit_stops_a_generation_and_says_so(generator):
+    hook = generator.model.register_forward_pre_hook(lambda *args: time.sleep(0.05))
+    try:
+        job = Job(time_limit_s=0.5)
+        stopped = last(generate_stream(generator, PROMPT, GenerationSettings(max_new_tokens=200), job=job))
+    finally:
+        hook.remove()
+    assert stopped.stopped == "time limit" and 0 < len(stopped.new_ids) < 200
+    assert run_summary(stopped).startswith(f"Stopped after {len(stopped.new_ids)} of 200 tokens: the time limit")
+    assert stopped.text == generator.tokenizer.decode(stopped.new_ids, skip_special_tokens=True)
 
 
 def test_token_probabilities_are_the_models_softmax(generator):
@@ -118,8 +157,8 @@ def test_sampling_view_applies_top_k(generator):
     settings = GenerationSettings(max_new_tokens=5, top_k=3, top_p=1.0, seed=1)
     generation = last(generate_stream(generator, PROMPT, settings))
     table = token_probabilities(generator, generation, settings, top=10).alternatives[0]
-    assert (table["after sampling settings"] > 0).sum() <= 3
-    assert table["after sampling settings"].sum() == pytest.approx(1.0, abs=1e-3)
+    assert (table["after sampling settings %"] > 0).sum() <= 3
+    assert table["after sampling settings %"].sum() == pytest.approx(100.0, abs=0.1)
 
 
 @pytest.mark.parametrize(
@@ -180,7 +219,7 @@ def test_a_trailing_space_or_newline_reaches_the_model(generator, gpt2_dir, endi
     top = expected.topk(5)
     table = scored.alternatives[0]
     assert list(table["token"]) == [repr(generator.tokenizer.decode([i])) for i in top.indices.tolist()]
-    assert list(table["model probability"]) == pytest.approx(top.values.tolist(), abs=1e-4)
+    assert list(table["model probability %"]) == pytest.approx([100 * p for p in top.values.tolist()], abs=0.01)
 
 
 def test_the_slider_offers_what_the_model_accepts(generator, gpt2_dir):
@@ -260,6 +299,51 @@ def test_api_cancel_stops_the_generation_thread(client, store, reads_the_stream)
         hook.remove()
 
 
+def test_api_cancel_that_comes_while_the_model_loads_stops_the_generation(client, store, monkeypatch):
+    """Gradio can close a handler only once it has yielded: the handler yields before loading the model, so a
+    cancel that comes during the load still ends the generation (within a token of its start)."""
+    get = store.get
+
+    def slow_first_use(demo_id, *args, **kwargs):
+        if demo_id == "text-generation":
+            time.sleep(1.0)  # the model is loading
+        return get(demo_id, *args, **kwargs)
+
+    monkeypatch.setattr(store, "get", slow_first_use)
+    forwards = []
+    hook = get("text-generation").model.register_forward_pre_hook(lambda *args: forwards.append(time.sleep(0.05)))
+    try:
+        job = client.submit(PROMPT, 200, api_name="/generate")  # 200 tokens would take 10 s
+        time.sleep(0.5)
+        job.cancel()
+        deadline = time.monotonic() + 6
+        while (running_generations or len(forwards) == 0) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not running_generations, "the generation went on after a cancel that came while the model loaded"
+        assert len(forwards) < 20
+    finally:
+        hook.remove()
+
+
+def test_generate_is_described_for_api_and_mcp_clients(store, hub_url):
+    """/gradio_api/info and Gradio's MCP server read the handler's docstring: each parameter with its range."""
+    import gradio as gr
+    import httpx
+    from gradio.utils import get_function_description
+
+    from demos.text_generation import text_generation_tab
+
+    with gr.Blocks() as blocks:
+        text_generation_tab(store)
+    handler = next(fn for fn in blocks.fns.values() if fn.api_name == "generate").fn
+    description, parameters, returns = get_function_description(handler)
+    names = ["prompt", "max_new_tokens", "decoding", "temperature", "top_k", "top_p", "repetition_penalty", "seed"]
+    assert all(parameters[name] for name in names)
+    assert "512" in parameters["max_new_tokens"] and "greedy" in parameters["decoding"] and returns
+    info = httpx.get(f"{hub_url}gradio_api/info").json()["named_endpoints"]["/generate"]
+    assert info["description"] == description.strip() and "GPT-2" in description
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -290,6 +374,40 @@ def test_browser_generates_and_shows_token_probabilities(page, hub_url):
     first_table = table.inner_text()
     tokens.nth(3).click()  # that token's top alternatives replace the first token's
     page.wait_for_function("([el, old]) => el.innerText !== old", arg=[table.element_handle(), first_table])
+
+
+def test_browser_stop_keeps_the_text_and_says_after_how_many_tokens(page, hub_url, store):
+    hook = store.get("text-generation").model.register_forward_pre_hook(lambda *args: time.sleep(0.05))
+    try:
+        page.goto(f"{hub_url}?tab=text-generation")
+        page.get_by_role("button", name="Generate").click()
+        output = page.locator("#generation-output textarea")
+        page.wait_for_function("el => el.value.length > 0", arg=output.element_handle())  # text is streaming
+        stop = page.get_by_role("button", name="Stop")
+        stop.scroll_into_view_if_needed()
+        stop.click()
+        status = page.locator("#generation-status")
+        stopped = re.compile(r"^\s*Stopped after (\d+) of 50 tokens\.\s*$")  # and no progress timer
+        expect(status).to_have_text(stopped, timeout=20_000)
+        made = int(stopped.search(status.text_content()).group(1))
+        assert 0 < made < 50
+        assert output.input_value()  # the text so far stays
+        expect(page.locator("#generation-tokens .score-token")).to_have_count(made)  # the stopped run's tokens
+        expect(status).to_have_text(f"Stopped after {made} of 50 tokens.")
+    finally:
+        hook.remove()
+
+
+def test_browser_clicking_an_example_generates_from_it(page, hub_url, store):
+    example = EXAMPLES[2][0]
+    expected = last(generate_stream(store.get("text-generation"), example, check_settings())).text
+    page.goto(f"{hub_url}?tab=text-generation")
+    cell = page.get_by_text(example, exact=True)
+    cell.scroll_into_view_if_needed()
+    cell.click()
+    expect(page.locator("#generation-prompt textarea")).to_have_value(example)
+    expect(page.locator("#generation-output textarea")).to_have_value(expected, timeout=60_000)
+    expect(page.locator("#generation-status")).to_contain_text("tokens in", timeout=60_000)
 
 
 def test_browser_slider_stops_at_the_models_context(page, hub_url):
