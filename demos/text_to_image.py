@@ -325,9 +325,6 @@ EXAMPLES = [
 ]
 
 
-PROGRESS = "minimal"
-
-
 def step_text(step: int, steps: int, done: bool = False) -> str:
     if done:
         return f"**Done:** {steps} step{'s' if steps > 1 else ''}"
@@ -356,7 +353,13 @@ def text_to_image_tab(store: ModelStore) -> None:
     )
     with gr.Row():
         with gr.Column():
-            prompt = gr.Textbox(label="Prompt", lines=3, value=EXAMPLES[0][0], max_length=MAX_PROMPT_CHARS)
+            prompt = gr.Textbox(
+                label="Prompt",
+                lines=3,
+                value=EXAMPLES[0][0],
+                max_length=MAX_PROMPT_CHARS,
+                elem_id="text-to-image-prompt",
+            )
             negative_prompt = gr.Textbox(
                 label="Negative prompt (what to avoid; used with guidance above 1)", max_length=MAX_PROMPT_CHARS
             )
@@ -528,7 +531,9 @@ def text_to_image_tab(store: ModelStore) -> None:
         api_name="text_to_image",
         concurrency_limit=store.settings.diffusion_concurrency,
         concurrency_id=DEMO_ID,
-        show_progress=PROGRESS,
+        # Gradio's full progress overlay covered the image at every progress update, so the preview flashed blank
+        # between steps: a minimal tracker (queue place, model loading, timer) sits on the step line instead.
+        show_progress="minimal",
         show_progress_on=[step_line],
     )
     event.then(explain, [last, step_state], [info, code, gallery], api_visibility="private")
