@@ -115,3 +115,41 @@ def encoder(store):
     from hub.inside import load_transformer
 
     return load_transformer(store, "encoder")
+
+
+# --- fine-tune: the tiny backbone, a small dataset and a training slowed down enough to stop in the middle ---
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tiny_model_dir):
+    from demos.fine_tune import load_backbone
+
+    return load_backbone(str(tiny_model_dir("fine-tune")))
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    from demos.fine_tune import LabelledTexts, builtin_dataset
+
+    data = builtin_dataset()
+    return LabelledTexts(
+        "small", data.label_names, data.train_texts[:48], data.train_labels[:48], data.test_texts, data.test_labels
+    )
+
+
+@pytest.fixture
+def slow_training(monkeypatch):
+    """Each training step of the (in-process) server takes at least 20 ms: 2,400 steps would take over 48 s,
+    so a run that ends within seconds was stopped, not finished."""
+    import time
+
+    from demos.fine_tune import training
+
+    original = training.new_classifier
+
+    def slow_classifier(*args, **kwargs):
+        model = original(*args, **kwargs)
+        model.register_forward_pre_hook(lambda *_: time.sleep(0.02) if model.training else None)
+        return model
+
+    monkeypatch.setattr(training, "new_classifier", slow_classifier)
