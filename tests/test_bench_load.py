@@ -3,16 +3,8 @@ the core, and the answer checks themselves refuse wrong answers (so "answered" m
 
 import pytest
 
-from bench.bench_load import (
-    ENDPOINTS,
-    MASKED,
-    check_attention,
-    check_label,
-    check_stream,
-    measure_levels,
-    percentile,
-    run_load,
-)
+from bench.bench_load import measure_levels, percentile, run_load
+from bench.load_endpoints import ENDPOINTS, MASKED, check_attention, check_label, check_stream
 from demos.fill_mask import fill_mask
 
 
