@@ -1,7 +1,7 @@
 """One module per tab: the model it uses, the pure functions that do the work, and the tab that shows them.
 
-Every demo, in tab order. Adding a demo = one module here, one line in DEMOS and its id in
-hub.settings.DEMO_IDS (the light list the CLI checks --demos against; a test keeps the two equal).
+Every demo, in tab order. Adding a demo = one module here, one line in DEMOS and its entry in hub/catalog.py
+(the light table the CLI reads for `list` and --demos without importing torch; a test keeps the two equal).
 """
 
 from demos import (
