@@ -229,7 +229,7 @@ def fill_mask_tab(store: ModelStore) -> None:
     with examples:
         gr.Examples(
             EXAMPLES, inputs=[text], outputs=shown, fn=show, run_on_click=True, cache_examples=False,
-            label="Examples: click one to fill it in",
+            label="Examples: click one to fill it in and run it",
         )  # fmt: skip
 
 
