@@ -6,7 +6,6 @@ models without a download. Run: python -m bench.bench_inside [--repeat 10]
 """
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 from bench.bench_language import alternate, build_full_size_models
-from bench.common import do_nothing_round_trip, free_port, markdown_table, within_target
+from bench.common import cpu_name, do_nothing_round_trip, free_port, markdown_table, within_target
 from demos import find_demos
 from demos.attention import attention, attention_maps, overview_figure
 from demos.layers import layer_predictions
@@ -28,16 +27,6 @@ from hub.settings import Settings
 # 20 words: about 20 tokens for both models, the size the issue's overview target names.
 SENTENCE = "The animal did not cross the busy street because it was too tired after the long walk home today."
 MASKED = "The animal did not cross the busy [MASK] because it was too tired after the long walk home today."
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def bare_lens(model, ids: torch.Tensor) -> None:

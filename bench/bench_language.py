@@ -13,7 +13,6 @@ the main thread's OpenMP team ran it up to 3x slower than a fresh thread's, whic
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import threading
@@ -24,7 +23,7 @@ import httpx
 import torch
 from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
-from bench.common import do_nothing_round_trip, free_port, markdown_table, within_target
+from bench.common import cpu_name, do_nothing_round_trip, free_port, markdown_table, within_target
 from demos import find_demos
 from demos.fill_mask import fill_mask
 from demos.text_generation import GenerationSettings, generate_stream
@@ -177,16 +176,6 @@ def main() -> None:
     print(f"Gradio do-nothing round trip (gradio_client, loopback): {round_trip * 1000:.0f} ms")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print(markdown_table(rows))
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

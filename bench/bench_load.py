@@ -341,8 +341,7 @@ def row(result: LoadResult, alone_per_s: float | None) -> dict:
 
 def main() -> None:
     # First: the bench's private temp folder and offline settings, which the hub process inherits.
-    from bench.bench_inside import cpu_name
-    from bench.common import free_port, markdown_table
+    from bench.common import cpu_name, free_port, markdown_table
     from hub.device import pick_device, resolve_dtype
     from hub.images import example_photos
 

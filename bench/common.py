@@ -4,12 +4,14 @@ that Gradio itself costs (measured in the same run, so ratios compare like with 
 import atexit
 import contextlib
 import os
+import platform
 import shutil
 import socket
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 # One private temp folder for the run, removed at exit: Gradio's files, and gradio_client's per-download folders.
 _TEMP = tempfile.mkdtemp(prefix="hub-bench-")
@@ -71,3 +73,14 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(row[key]) for key in header) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def cpu_name() -> str:
+    """The CPU's model name, printed beside every benchmark: absolute times mean little across machines."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -90,6 +90,7 @@ def read_linked_value(component: Component, name: str, text: str):
             number = float(text)
         except ValueError:
             raise HubError(f"{name} must be a number, got {text!r}.") from None
+        number = int(number) if number.is_integer() else number  # a message then quotes "400", not "400.0"
         low = component.minimum if component.minimum is not None else -math.inf
         high = component.maximum if component.maximum is not None else math.inf
         whole = getattr(component, "precision", None) == 0 or (
