@@ -332,7 +332,8 @@ def test_the_real_minilm_learns_measurably_in_one_short_epoch():
 def test_api_default_run_streams_progress_and_ends_with_metrics(hub_url, store, tiny_backbone):
     client = Client(hub_url, verbose=False)
     job = client.submit(api_name="/fine_tune")
-    updates = list(job)
+    first, *updates = list(job)
+    assert list(first) == [{"__type__": "update"}] * 5  # from then on a cancel stops the run
     assert len(updates) >= 2
     status, _, _, _, metrics = updates[-1]
     assert metrics["done"] and metrics["step"] == metrics["total_steps"] == 90

@@ -303,7 +303,7 @@ def fine_tune_tab(store: ModelStore) -> None:
             probe_texts: Texts, one per line, classified before and after training. Default six short reviews.
 
         Returns:
-            A stream of (status text, loss by step, held-out accuracy by epoch, probe texts with their most probable class before and after, metrics); the last metrics hold "done", "step", "total_steps", "losses", "held_out_accuracy_by_epoch" and "before"/"after" with accuracy, per-class precision, recall, f1 and support (fractions 0 to 1) and the confusion matrix. The model is then this session's, for /fine_tune_predict and /fine_tune_attention.
+            An empty update first (from then on a cancel stops the run), then a stream of (status text, loss by step, held-out accuracy by epoch, probe texts with their most probable class before and after, metrics); the last metrics hold "done", "step", "total_steps", "losses", "held_out_accuracy_by_epoch" and "before"/"after" with accuracy, per-class precision, recall, f1 and support (fractions 0 to 1) and the confusion matrix. The model is then this session's, for /fine_tune_predict and /fine_tune_attention.
         """
         settings = check_settings(
             epochs, learning_rate, batch_size, max_length, warmup, weight_decay, freeze_backbone, seed
@@ -312,6 +312,9 @@ def fine_tune_tab(store: ModelStore) -> None:
         data = choose_dataset(dataset, csv_file, text_column, label_column)
         session, caller = session_id(request), caller_id(request)
         sessions.check_room(session, caller)  # before training: a model that could not be kept is not trained
+        # An empty update first: Gradio can close (cancel) a handler only once it has yielded, and the first progress
+        # comes after the untrained model's evaluation, which can take seconds.
+        yield (gr.skip(),) * 6
         backbone = load_model(store, DEMO_ID, progress)
         settings, cut = fit_to_backbone(settings, backbone)
         if cut:
