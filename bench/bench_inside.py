@@ -16,8 +16,8 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 from bench.bench_language import alternate, build_full_size_models
 from bench.common import cpu_name, do_nothing_round_trip, free_port, markdown_table, within_target
 from demos import find_demos
-from demos.attention import attention, attention_maps, overview_figure
-from demos.layers import layer_predictions
+from demos.attention.maps import attention, attention_maps, overview_figure
+from demos.inside.layers import layer_predictions
 from hub.app import build_app, launch
 from hub.device import resolve_dtype
 from hub.inside import load_transformer

@@ -25,8 +25,8 @@ from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadMode
 
 from bench.common import cpu_name, do_nothing_round_trip, free_port, markdown_table, within_target
 from demos import find_demos
-from demos.fill_mask import fill_mask
-from demos.text_generation import GenerationSettings, generate_stream
+from demos.language.fill_mask import fill_mask
+from demos.language.text_generation import GenerationSettings, generate_stream
 from hub import tiny
 from hub.app import build_app, launch
 from hub.device import pick_device, resolve_dtype

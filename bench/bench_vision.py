@@ -30,10 +30,11 @@ from timm.data import create_transform, resolve_model_data_config
 from timm.utils import AttentionExtract
 
 from bench.common import do_nothing_round_trip, markdown_table, served
-from demos import clip_zero_shot, image_classification
-from demos.clip_zero_shot import zero_shot
-from demos.image_classification import build_tiny_vit, classify_image
-from demos.vit_attention import vit_attention
+from demos.clip import zero_shot as clip_zero_shot
+from demos.clip.zero_shot import zero_shot
+from demos.vision import image_classification
+from demos.vision.image_classification import build_tiny_vit, classify_image
+from demos.vision.vit_attention import vit_attention
 from hub.event_inputs import HubBlocks
 from hub.images import example_photos
 from hub.models import ModelStore

@@ -4,17 +4,12 @@ Every demo, in tab order. Adding a demo = one module here, one line in DEMOS and
 (the light table the CLI reads for `list` and --demos without importing torch; a test keeps the two equal).
 """
 
-from demos import (
-    attention,
-    clip_zero_shot,
-    fill_mask,
-    fine_tune,
-    image_classification,
-    layers,
-    positional_encoding,
-    text_generation,
-    text_to_image,
-)
+from demos import fine_tune, text_to_image
+from demos.attention import maps as attention
+from demos.clip import zero_shot as clip_zero_shot
+from demos.inside import layers, positional_encoding
+from demos.language import fill_mask, text_generation
+from demos.vision import image_classification
 from hub.demo import Demo
 
 DEMOS: list[Demo] = [

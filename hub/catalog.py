@@ -41,14 +41,14 @@ CATALOG = (
         "Text generation (GPT-2)",
         "openai-community/gpt2",
         ("openai-community/gpt2",),
-        module="demos.text_generation",
+        module="demos.language.text_generation",
     ),
     Entry(
         "fill-mask",
         "Fill-mask (BERT)",
         "google-bert/bert-base-uncased",
         ("google-bert/bert-base-uncased",),
-        module="demos.fill_mask",
+        module="demos.language.fill_mask",
     ),
     Entry(
         "image-classification",
@@ -56,7 +56,7 @@ CATALOG = (
         "vit_base_patch16_224.augreg2_in21k_ft_in1k",
         ("timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",),
         source_is_repo=False,
-        module="demos.image_classification",
+        module="demos.vision.image_classification",
     ),
     Entry(
         "zero-shot",
@@ -64,7 +64,7 @@ CATALOG = (
         "ViT-B-32/laion2b_s34b_b79k",
         ("laion/CLIP-ViT-B-32-laion2B-s34B-b79K",),
         source_is_repo=False,
-        module="demos.clip_zero_shot",
+        module="demos.clip.zero_shot",
     ),
     Entry("fine-tune", "Fine-tune (MiniLM)", MINILM, (MINILM,), packaged_in=MINILM_PACKAGE, module="demos.fine_tune"),
     Entry(
@@ -75,14 +75,14 @@ CATALOG = (
         source_is_repo=False,
         module="demos.text_to_image",
     ),
-    Entry("attention", "Attention", "", tiny=False, module="demos.attention", uses=LANGUAGE_MODELS),
-    Entry("layers", "Layer by layer", "", tiny=False, module="demos.layers", uses=LANGUAGE_MODELS),
+    Entry("attention", "Attention", "", tiny=False, module="demos.attention.maps", uses=LANGUAGE_MODELS),
+    Entry("layers", "Layer by layer", "", tiny=False, module="demos.inside.layers", uses=LANGUAGE_MODELS),
     Entry(
         "positional-encoding",
         "Positional encoding",
         "",
         tiny=False,
-        module="demos.positional_encoding",
+        module="demos.inside.positional_encoding",
         uses=LANGUAGE_MODELS,
     ),
     # The encoder the language views compare with; it has no tab and no --model of its own.

@@ -15,10 +15,10 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-from demos import attention as attention_demo
-from demos.attention import attention, attention_code, attention_maps, overview_figure, step_by_step, tile_at
+from demos.attention import maps as attention_demo
+from demos.attention.head_ablation import ablate, ablation_code
+from demos.attention.maps import attention, attention_code, attention_maps, overview_figure, step_by_step, tile_at
 from demos.fine_tune import packaged_minilm
-from demos.head_ablation import ablate, ablation_code
 from hub.app import build_app
 from hub.errors import HubError
 from hub.inside import load_transformer, parse_heads, tokenize

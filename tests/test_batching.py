@@ -11,10 +11,10 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-import demos.fill_mask
-from demos.clip_zero_shot import image_features
-from demos.fill_mask import fill_mask, fill_mask_request, fill_masks
-from demos.image_classification import class_probabilities, classify_image, model_input
+import demos.language.fill_mask
+from demos.clip.zero_shot import image_features
+from demos.language.fill_mask import fill_mask, fill_mask_request, fill_masks
+from demos.vision.image_classification import class_probabilities, classify_image, model_input
 from hub.batching import MicroBatcher
 from tests.image_samples import photo
 
@@ -143,13 +143,13 @@ def test_clip_image_features_batched_equal_each_image_alone(store):
 
 def test_concurrent_visitors_share_forward_passes_and_a_bad_one_fails_alone(client, store, monkeypatch):
     batch_sizes = []
-    real = demos.fill_mask.fill_masks
+    real = demos.language.fill_mask.fill_masks
 
     def counted(fill, requests):
         batch_sizes.append(len(requests))
         return real(fill, requests)
 
-    monkeypatch.setattr(demos.fill_mask, "fill_masks", counted)  # the tab's batcher looks it up at each batch
+    monkeypatch.setattr(demos.language.fill_mask, "fill_masks", counted)  # the tab's batcher looks it up at each batch
     texts = TEXTS * 3 + ["no mask here", "[MASK] " * 9]
     jobs = [client.submit(text, 5, api_name="/fill_mask") for text in texts]
     answers = []

@@ -5,7 +5,7 @@ import pytest
 
 from bench.bench_load import measure_levels, percentile, run_load
 from bench.load_endpoints import ENDPOINTS, MASKED, check_attention, check_label, check_stream
-from demos.fill_mask import fill_mask
+from demos.language.fill_mask import fill_mask
 
 
 def test_three_visitors_at_once_all_get_the_core_answer(hub_url, store, tmp_path):

@@ -15,7 +15,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from torchvision.transforms import Compose, Normalize
 
-from demos.clip_relevance import (
+from demos.clip.relevance import (
     check_encoder,
     clip_relevance,
     label_relevance,
@@ -24,7 +24,7 @@ from demos.clip_relevance import (
     relevance_figure,
     shared_relevance_view,
 )
-from demos.clip_zero_shot import zero_shot
+from demos.clip.zero_shot import zero_shot
 from hub.errors import HubError
 from tests.image_samples import photo, write_bad_images, write_good_images
 

@@ -11,7 +11,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from playwright.sync_api import expect
 
-from demos.clip_zero_shot import (
+from demos.clip.zero_shot import (
     DEMO,
     ENSEMBLE_TEMPLATES,
     MAX_LABELS,

@@ -8,7 +8,7 @@ from gradio_client.exceptions import AppError
 from playwright.sync_api import expect
 from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
-from demos.fill_mask import (
+from demos.language.fill_mask import (
     DEMO,
     EXAMPLES,
     MAX_MASKS,

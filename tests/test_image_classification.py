@@ -11,7 +11,7 @@ from PIL import Image
 from playwright.sync_api import expect
 from timm.data import ImageNetInfo, create_transform, resolve_model_data_config
 
-from demos.image_classification import (
+from demos.vision.image_classification import (
     DEMO,
     class_names,
     classify_image,

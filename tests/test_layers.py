@@ -11,7 +11,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-from demos.layers import (
+from demos.inside.layers import (
     cached_diagram,
     layer_predictions,
     lens_code,

@@ -12,7 +12,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
-from demos.positional_encoding import (
+from demos.inside.positional_encoding import (
     EXAMPLE_A,
     EXAMPLE_B,
     comparison_figure,

@@ -11,7 +11,7 @@ from gradio_client.exceptions import AppError
 from playwright.sync_api import expect
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from demos.text_generation import (
+from demos.language.text_generation import (
     EXAMPLES,
     GenerationSettings,
     check_settings,
@@ -331,7 +331,7 @@ def test_generate_is_described_for_api_and_mcp_clients(store, hub_url):
     import httpx
     from gradio.utils import get_function_description
 
-    from demos.text_generation import text_generation_tab
+    from demos.language.text_generation import text_generation_tab
 
     with gr.Blocks() as blocks:
         text_generation_tab(store)

@@ -15,8 +15,8 @@ from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
 from timm.utils import AttentionExtract
 
-from demos.image_classification import DEMO_ID, classify_image
-from demos.vit_attention import (
+from demos.vision.image_classification import DEMO_ID, classify_image
+from demos.vision.vit_attention import (
     attention_reader,
     attention_row,
     overlay,

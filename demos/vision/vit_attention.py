@@ -120,7 +120,7 @@ class VitAttention:
 
 def read_attention(classifier: Any, image: Any) -> VitAttention:
     """Run the classifier's attention view on an image (any the tab accepts) and keep every attention map."""
-    from demos.image_classification import as_image  # here: image_classification builds its tab from this module
+    from demos.vision.image_classification import as_image  # here: image_classification builds its tab from this module
 
     picture = load_image(image)
     reader = attention_reader(classifier.model)

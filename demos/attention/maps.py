@@ -11,10 +11,11 @@ from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from demos import fill_mask, head_ablation, text_generation
+from demos.attention import head_ablation
+from demos.attention.head_ablation import model_class
 from demos.fine_tune import DEFAULT_MODEL as MINILM_MODEL
 from demos.fine_tune import backbone_hub_repos, resolve_backbone
-from demos.head_ablation import model_class
+from demos.language import fill_mask, text_generation
 from hub.checks import check_int
 from hub.demo import Demo
 from hub.errors import HubError

@@ -481,7 +481,7 @@ def zero_shot_tab(store: ModelStore) -> None:
     )
     matrix_event.success(explain, last, code, api_visibility="private")
 
-    from demos.clip_relevance import relevance_section  # here, not at the top: that module builds on this one
+    from demos.clip.relevance import relevance_section  # here, not at the top: that module builds on this one
 
     relevance_section(store, image, labels, template, ensemble)
 

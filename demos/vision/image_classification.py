@@ -287,7 +287,7 @@ def image_classification_tab(store: ModelStore) -> None:
         )  # fmt: skip
 
     # Imported here: the section reads this module's classifier (ImageClassifier, as_image).
-    from demos.vit_attention import vit_attention_section
+    from demos.vision.vit_attention import vit_attention_section
 
     vit_attention_section(store, image)
 

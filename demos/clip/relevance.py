@@ -25,7 +25,7 @@ from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from PIL import Image
 from torch import nn
 
-from demos.clip_zero_shot import (
+from demos.clip.zero_shot import (
     DEFAULT_TEMPLATE,
     DEMO_ID,
     MAX_LABELS_CHARS,

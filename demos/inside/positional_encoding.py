@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
-from demos.attention import USES
+from demos.attention.maps import USES
 from hub.checks import check_choice, check_int
 from hub.demo import Demo
 from hub.errors import HubError

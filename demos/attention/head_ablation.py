@@ -1,5 +1,5 @@
 """Switching attention heads off: the prediction before and after, on the loaded encoder or decoder.
-Part of the Attention tab (demos/attention.py)."""
+Part of the Attention tab (demos/attention/maps.py)."""
 
 from dataclasses import replace
 

@@ -13,7 +13,7 @@ from matplotlib.ticker import PercentFormatter
 from PIL import Image
 from torch import nn
 
-from demos.attention import USES
+from demos.attention.maps import USES
 from hub.demo import Demo
 from hub.errors import HubError
 from hub.figures import figure_png

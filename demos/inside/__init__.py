@@ -1,0 +1,1 @@
+"""Inside the models: what each layer would predict (layers) and how word order gets in (positional_encoding)."""
