@@ -30,9 +30,9 @@ from timm.data import create_transform, resolve_model_data_config
 from timm.utils import AttentionExtract
 
 from bench.common import do_nothing_round_trip, markdown_table, served
-from demos.clip import zero_shot as clip_zero_shot
+from demos.clip import tab as clip_zero_shot
 from demos.clip.zero_shot import zero_shot
-from demos.vision import image_classification
+from demos.vision import tab as image_classification
 from demos.vision.image_classification import build_tiny_vit, classify_image
 from demos.vision.vit_attention import vit_attention
 from hub.event_inputs import HubBlocks

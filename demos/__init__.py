@@ -1,27 +1,27 @@
 """One module per tab: the model it uses, the pure functions that do the work, and the tab that shows them.
 
-Every demo, in tab order. Adding a demo = one module here, one line in DEMOS and its entry in hub/catalog.py
+Every demo, in tab order: the course's, chapter by chapter (hub/catalog.py CHAPTERS). Adding a demo = one module here, one line in DEMOS and its entry in hub/catalog.py
 (the light table the CLI reads for `list` and --demos without importing torch; a test keeps the two equal).
 """
 
 from demos import fine_tune, text_to_image
 from demos.attention import maps as attention
-from demos.clip import zero_shot as clip_zero_shot
+from demos.clip import tab as clip_zero_shot
 from demos.inside import layers, positional_encoding
 from demos.language import fill_mask, text_generation
-from demos.vision import image_classification
+from demos.vision import tab as image_classification
 from hub.demo import Demo
 
 DEMOS: list[Demo] = [
+    attention.DEMO,
+    layers.DEMO,
+    positional_encoding.DEMO,
     text_generation.DEMO,
     fill_mask.DEMO,
     image_classification.DEMO,
     clip_zero_shot.DEMO,
     fine_tune.DEMO,
     text_to_image.DEMO,
-    attention.DEMO,
-    layers.DEMO,
-    positional_encoding.DEMO,
 ]
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import gradio as gr
 
 from demos import find_demos
-from hub.catalog import READY, cached_hub_repos, is_local
 from hub.demo import Demo
 from hub.event_inputs import HubBlocks
 from hub.links import open_links
 from hub.models import ModelStore
 from hub.presenter import presenter_switch
 from hub.settings import Settings
+from hub.sources import READY, cached_hub_repos, is_local
 
 log = logging.getLogger(__name__)
 

@@ -182,7 +182,7 @@ def run_command(argv: list[str] | None = None) -> None:
         check_port_free(settings.host, settings.port)
     if command == "list":  # reads the light catalog and the local cache: no model library, no network
         apply_offline(True)
-        from hub.catalog import list_models
+        from hub.sources import list_models
 
         print(list_models(settings))
         return
@@ -216,8 +216,8 @@ def with_models(store) -> list:
 def prefetch(settings: Settings, demos: list) -> int:
     """Load every model once, which makes its library download exactly the files it needs; offline, only say
     which models are already here. One line per model and a summary; 1 when any model is not ready."""
-    from hub.catalog import cached_hub_repos
     from hub.models import ModelStore
+    from hub.sources import cached_hub_repos
 
     logging.getLogger("hub.models").setLevel(logging.CRITICAL)  # each failure is reported below, in one line
     store = ModelStore(settings, demos)

@@ -9,14 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hub.catalog import builds_tiny, model_source, model_status
-from hub.catalog import is_local as is_local  # the demos import it from here
-from hub.catalog import tiny_model_folder as tiny_model_folder
-from hub.catalog import tiny_model_is_built as tiny_model_is_built
 from hub.demo import Demo
 from hub.device import pick_device, resolve_dtype
 from hub.errors import ModelUnavailableError
 from hub.settings import Settings
+from hub.sources import builds_tiny, model_source, model_status
+from hub.sources import is_local as is_local  # the demos import it from here
+from hub.sources import tiny_model_folder as tiny_model_folder
+from hub.sources import tiny_model_is_built as tiny_model_is_built
 
 if TYPE_CHECKING:
     import torch
@@ -72,7 +72,7 @@ class ModelStore:
         return builds_tiny(demo_id, self.demos[demo_id].build_tiny is not None, self.settings)
 
     def status(self, demo_id: str, cached: set[str]) -> str:
-        """Whether the demo's model is on this machine (hub.catalog.model_status); `cached` = cached_hub_repos()."""
+        """Whether the demo's model is on this machine (hub.sources.model_status); `cached` = cached_hub_repos()."""
         source = self.source(demo_id)
         if self.builds_tiny(demo_id):
             return model_status(source, [], cached, tiny_folder=Path(source))

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from demos import DEMOS
-from hub.catalog import CATALOG, needed_repos
+from hub.catalog import CATALOG
 from hub.models import ModelStore
 from hub.settings import DEMO_IDS, Settings
+from hub.sources import needed_repos
 
 ROOT = Path(__file__).resolve().parent.parent
 

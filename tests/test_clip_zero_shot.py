@@ -11,12 +11,11 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from playwright.sync_api import expect
 
+from demos.clip.tab import DEMO, example_label_sets
 from demos.clip.zero_shot import (
-    DEMO,
     ENSEMBLE_TEMPLATES,
     MAX_LABELS,
     TextEmbeddingCache,
-    example_label_sets,
     heatmap,
     hub_repos,
     hub_weights,

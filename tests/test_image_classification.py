@@ -12,7 +12,6 @@ from playwright.sync_api import expect
 from timm.data import ImageNetInfo, create_transform, resolve_model_data_config
 
 from demos.vision.image_classification import (
-    DEMO,
     class_names,
     classify_image,
     hub_repos,
@@ -20,6 +19,7 @@ from demos.vision.image_classification import (
     patch_view,
     timm_name,
 )
+from demos.vision.tab import DEMO
 from hub.errors import HubError
 from tests.image_samples import photo, write_bad_images, write_good_images
 

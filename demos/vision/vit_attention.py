@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 from timm.models import VisionTransformer
 
+from demos.vision.image_classification import as_image
 from hub.checks import check_int
 from hub.errors import HubError
 from hub.figures import figure_png, heatmap
@@ -120,7 +121,6 @@ class VitAttention:
 
 def read_attention(classifier: Any, image: Any) -> VitAttention:
     """Run the classifier's attention view on an image (any the tab accepts) and keep every attention map."""
-    from demos.vision.image_classification import as_image  # here: image_classification builds its tab from this module
 
     picture = load_image(image)
     reader = attention_reader(classifier.model)
