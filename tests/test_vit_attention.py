@@ -26,6 +26,7 @@ from demos.vision.vit_attention import (
     position_similarity,
     read_attention,
     reproduce_code,
+    similarity_figure,
     vit_attention,
 )
 from hub.app import build_app
@@ -357,3 +358,8 @@ def test_the_layer_and_head_sliders_follow_the_models_config_before_it_loads(tin
     app = build_app(settings, ModelStore(settings, [vision_tab.DEMO]))  # nothing loads: the config tells
     labels = ("Layer (0 = rollout over all layers)", "Head (0 = the mean over heads)")
     assert slider_maxima(app, labels) == list(loaded)
+
+
+def test_the_position_similarity_figure_fits_beside_its_text(classifier):
+    figure = similarity_figure(*position_similarity(classifier.model))
+    assert figure.width <= 1000 and figure.height <= 900  # half a 1920-pixel slide, at the figures' 160 dpi

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 import torch
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
@@ -12,7 +13,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 
 from demos.attention import head_ablation
 from demos.attention.head_ablation import model_class
-from demos.attention.step_by_step import difference_note, readable, step_by_step
+from demos.attention.step_by_step import STEP_COLUMNS, difference_note, readable, step_by_step
 from demos.fine_tune import DEFAULT_MODEL as MINILM_MODEL
 from demos.fine_tune import backbone_hub_repos, resolve_backbone
 from demos.language import fill_mask, text_generation
@@ -265,7 +266,12 @@ def attention_tab(store: ModelStore) -> None:
                 token = gr.Dropdown(label="Pick a token (query)", choices=[], interactive=True)
                 token_view = gr.HTML()
                 steps_text = gr.Markdown()
-                steps = gr.Dataframe(label="Step by step, for the picked token", interactive=False, wrap=True)
+                steps = gr.Dataframe(
+                    pd.DataFrame(columns=STEP_COLUMNS),
+                    label="Step by step, for the picked token",
+                    interactive=False,
+                    wrap=True,
+                )
                 overview = figure_image(
                     label="Every layer (rows) × head (columns): click one to open it",
                     elem_id=f"attention-{kind}-overview",

@@ -19,6 +19,10 @@ def readable(t: Transformer, tokens: list[str]) -> list[str]:
     return [t.tokenizer.convert_tokens_to_string([token]).replace(" ", "␣").replace("\n", "⏎") for token in tokens]
 
 
+# The table's columns; the empty table shows them before a run.
+STEP_COLUMNS = ["key token", "q·k", "÷ √d", "after the mask", "softmax", "library's weight"]
+
+
 @dataclass
 class StepByStep:
     table: pd.DataFrame  # one row per key token: q·k, scaled, masked, softmax
@@ -69,16 +73,15 @@ def step_by_step(t: Transformer, text: str, layer: int, head: int, query: int) -
             masked[query + 1 :] = float("-inf")  # a decoder token may not look at later tokens
         softmax = torch.softmax(masked, dim=0)
     library_row = outputs.attentions[layer - 1][0, head - 1, query].float()
-    table = pd.DataFrame(
-        {
-            "key token": readable(t, tokens.tokens),
-            "q·k": [f"{v:.4f}" for v in scores.numpy()],
-            "÷ √d": [f"{v:.4f}" for v in scaled.numpy()],
-            "after the mask": ["−∞ (masked)" if np.isinf(v) else f"{v:.4f}" for v in masked.numpy()],
-            "softmax": [f"{100 * p:.1f}%" for p in softmax.numpy()],
-            "library's weight": [f"{100 * p:.1f}%" for p in library_row.numpy()],
-        }
-    )
+    columns = [
+        readable(t, tokens.tokens),
+        [f"{v:.4f}" for v in scores.numpy()],
+        [f"{v:.4f}" for v in scaled.numpy()],
+        ["−∞ (masked)" if np.isinf(v) else f"{v:.4f}" for v in masked.numpy()],
+        [f"{100 * p:.1f}%" for p in softmax.numpy()],
+        [f"{100 * p:.1f}%" for p in library_row.numpy()],
+    ]
+    table = pd.DataFrame(dict(zip(STEP_COLUMNS, columns)))
     difference = float((softmax - library_row).abs().max())
     dtype = str(t.model.dtype).removeprefix("torch.")
     return StepByStep(table, float(scale), scores.numpy(), softmax.numpy(), library_row.numpy(), difference, dtype)

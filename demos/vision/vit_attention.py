@@ -259,7 +259,7 @@ def similarity_figure(grid: tuple[int, int], similarity: np.ndarray) -> Image.Im
         tiles[r * (rows + 1) : r * (rows + 1) + rows, c * (cols + 1) : c * (cols + 1) + cols] = similarity[
             position
         ].reshape(rows, cols)
-    fig = Figure(figsize=(7.5, 6.6))
+    fig = Figure(figsize=(6.0, 5.3))
     ax = fig.subplots()
     image = ax.imshow(tiles, cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
     step = -(-max(rows, cols) // 16)  # at most 16 labels a side
@@ -380,10 +380,11 @@ def vit_attention_section(store: ModelStore, image: gr.Image) -> None:
                 label="The same shares, patch by patch", show_label=False, elem_id="vit-attention-grid"
             )
         summary = gr.Markdown(elem_id="vit-attention-summary")
-        gr.Markdown(POSITIONS_INTRO)
-        positions = figure_image(
-            label="Position embedding similarity", show_label=False, elem_id="vit-position-similarity"
-        )
+        with gr.Row():  # beside its explanation: across the whole page, the square figure is taller than a screen
+            gr.Markdown(POSITIONS_INTRO)
+            positions = figure_image(
+                label="Position embedding similarity", show_label=False, elem_id="vit-position-similarity"
+            )
         code = code_accordion()
 
     def show(image: Any, layer: float, head: float, query: float, progress=gr.Progress()):
