@@ -65,5 +65,16 @@ def code_accordion(code: str = "") -> gr.Code:
 
 def figure_image(value=None, **kwargs) -> gr.Image:
     """A figure drawn on the server: shown as an image with a download button, saved as PNG (not Gradio's default
-    WebP), so it goes straight into a slide."""
-    return gr.Image(value, type="pil", format="png", interactive=False, buttons=["download", "fullscreen"], **kwargs)
+    WebP), so it goes straight into a slide. Its label and buttons sit in a strip above it (the class "hub-figure" in
+    hub/presenter.css), never on the figure's own titles and colour-bar labels."""
+    extra = kwargs.pop("elem_classes", None) or []
+    classes = ["hub-figure", *([extra] if isinstance(extra, str) else extra)]
+    return gr.Image(
+        value,
+        type="pil",
+        format="png",
+        interactive=False,
+        buttons=["download", "fullscreen"],
+        elem_classes=classes,
+        **kwargs,
+    )

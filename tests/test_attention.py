@@ -21,7 +21,7 @@ from demos.attention.maps import attention, attention_code, attention_maps, over
 from demos.fine_tune import packaged_minilm
 from hub.app import build_app
 from hub.errors import HubError
-from hub.inside import load_transformer, parse_heads, tokenize
+from hub.inside import Transformer, load_transformer, parse_heads, tokenize
 from hub.models import ModelStore
 from hub.settings import Settings
 
@@ -368,3 +368,45 @@ def test_the_descriptions_reach_api_info(hub_url):
     info = requests.get(f"{hub_url}gradio_api/info", timeout=30).json()["named_endpoints"]
     assert info["/attention"]["description"].startswith("One attention head's weights for a text")
     assert info["/clip_relevance"]["description"].startswith("Which patches of an image make CLIP match one label")
+
+
+def float64_scores(t, text: str, layer: int, head: int, query: int) -> np.ndarray:
+    """q·k for one query of one head, in float64 from the model's weights and the input its block received."""
+    ids = tokenize(t, text).ids
+    with torch.no_grad():
+        x = t.model(input_ids=ids, output_hidden_states=True).hidden_states[layer - 1][0].double()
+        return q_dot_k(t, x, layer, head, query)
+
+
+def q_dot_k(t, x: torch.Tensor, layer: int, head: int, query: int) -> np.ndarray:
+    block, lo, hi = t.blocks[layer - 1], (head - 1) * t.head_size, head * t.head_size
+    if t.is_gpt2:
+        norm = block.ln_1
+        x = torch.nn.functional.layer_norm(x, (t.width,), norm.weight.double(), norm.bias.double(), norm.eps)
+        qkv = x @ block.attn.c_attn.weight.double() + block.attn.c_attn.bias.double()  # Conv1D: x @ W + b
+        q, k = qkv[:, : t.width], qkv[:, t.width : 2 * t.width]
+    else:
+        own = block.attention.self
+        q = x @ own.query.weight.double().T + own.query.bias.double()
+        k = x @ own.key.weight.double().T + own.key.bias.double()
+    return (k[:, lo:hi] @ q[query - 1, lo:hi]).numpy()
+
+
+@pytest.mark.parametrize(
+    "which, demo_id, model_class",
+    [("decoder", "text-generation", AutoModelForCausalLM), ("encoder", "fill-mask", AutoModelForMaskedLM)],
+)
+def test_step_by_step_of_a_bfloat16_model_is_float32_arithmetic_on_its_weights(store, which, demo_id, model_class):
+    store.get(demo_id)  # builds the tiny model on disk
+    folder = store.source(demo_id)
+    model = model_class.from_pretrained(folder, dtype=torch.bfloat16, attn_implementation="eager").eval()
+    t = Transformer(which, folder, model, AutoTokenizer.from_pretrained(folder))
+    step = step_by_step(t, SENTENCE, layer=2, head=1, query=5)
+    expected = float64_scores(t, SENTENCE, layer=2, head=1, query=5)
+    assert step.scores == pytest.approx(expected, rel=1e-4, abs=1e-6)  # q and k in bf16 miss this by ~1e-2
+    masked = expected * step.scale
+    if which == "decoder":
+        masked[5:] = -np.inf
+    assert step.weights == pytest.approx(np.exp(masked - masked.max()) / np.exp(masked - masked.max()).sum(), abs=1e-6)
+    assert step.model_dtype == "bfloat16"
+    assert "bfloat16" in attention_demo.difference_note(step)

@@ -2,6 +2,7 @@
 saved tiny ViT; then /vit_attention and /vit_position_similarity over HTTP, and the section in the browser."""
 
 import contextlib
+import dataclasses
 import io
 import threading
 
@@ -15,7 +16,8 @@ from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
 from timm.utils import AttentionExtract
 
-from demos.vision.image_classification import DEMO_ID, classify_image
+from demos.vision import tab as vision_tab
+from demos.vision.image_classification import DEMO_ID, build_tiny_vit, classify_image, configured_layers_and_heads
 from demos.vision.vit_attention import (
     attention_reader,
     attention_row,
@@ -24,9 +26,12 @@ from demos.vision.vit_attention import (
     position_similarity,
     read_attention,
     reproduce_code,
+    similarity_figure,
     vit_attention,
 )
+from hub.app import build_app
 from hub.errors import HubError
+from hub.models import ModelStore
 from tests.image_samples import halves, photo, write_bad_images, write_good_images
 from tests.rest import rest_call, upload
 
@@ -332,3 +337,29 @@ def test_browser_shows_the_rollout_over_an_upload_and_a_click_picks_a_patch(page
         assert link.locator("button[aria-label=Download]").is_visible()
         png = Image.open(io.BytesIO(page.request.get(link.get_attribute("href")).body()))
         assert png.format == "PNG" and png.width >= width  # figures at SLIDE_DPI; the overlay twice the input
+
+
+def slider_maxima(app, labels: tuple[str, ...]) -> list[float]:
+    """The maxima the page draws for the sliders with these labels (the app's config, as the browser receives it)."""
+    sliders = {c["props"].get("label"): c["props"] for c in app.config["components"] if c["type"] == "slider"}
+    return [sliders[label]["maximum"] for label in labels]
+
+
+def test_the_layer_and_head_sliders_follow_the_models_config_before_it_loads(tiny_settings, tmp_path, classifier):
+
+    loaded = (len(classifier.model.blocks), classifier.model.blocks[0].attn.num_heads)  # (2, 2) in the tiny preset
+    build_tiny_vit(tmp_path / "saved")
+    assert configured_layers_and_heads(str(tmp_path / "saved")) == loaded
+    assert configured_layers_and_heads(str(tmp_path / "not-built-yet"), tiny=True) == loaded  # the tiny recipe
+    assert configured_layers_and_heads("vit_small_patch16_224") == (12, 6)  # a timm name, built on the meta device
+    assert configured_layers_and_heads(str(tmp_path / "missing")) is None
+
+    settings = dataclasses.replace(tiny_settings, demos=[DEMO_ID])
+    app = build_app(settings, ModelStore(settings, [vision_tab.DEMO]))  # nothing loads: the config tells
+    labels = ("Layer (0 = rollout over all layers)", "Head (0 = the mean over heads)")
+    assert slider_maxima(app, labels) == list(loaded)
+
+
+def test_the_position_similarity_figure_fits_beside_its_text(classifier):
+    figure = similarity_figure(*position_similarity(classifier.model))
+    assert figure.width <= 1000 and figure.height <= 900  # half a 1920-pixel slide, at the figures' 160 dpi

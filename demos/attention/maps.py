@@ -13,10 +13,10 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 
 from demos.attention import head_ablation
 from demos.attention.head_ablation import model_class
+from demos.attention.step_by_step import STEP_COLUMNS, difference_note, readable, step_by_step
 from demos.fine_tune import DEFAULT_MODEL as MINILM_MODEL
 from demos.fine_tune import backbone_hub_repos, resolve_backbone
 from demos.language import fill_mask, text_generation
-from hub.checks import check_int
 from hub.demo import Demo
 from hub.errors import HubError
 from hub.figures import heatmap
@@ -81,12 +81,6 @@ class AttentionMaps:
     labels: list[str] | None = None  # the tokens as people read them: GPT-2's "Ġthe" is "␣the"
 
 
-def readable(t: Transformer, tokens: list[str]) -> list[str]:
-    if not t.is_gpt2:
-        return tokens
-    return [t.tokenizer.convert_tokens_to_string([token]).replace(" ", "␣").replace("\n", "⏎") for token in tokens]
-
-
 def attention_maps(t: Transformer, text: str) -> AttentionMaps:
     tokens = tokenize(t, text)
     attentions = forward(t, tokens.ids).attentions  # one (1, heads, n, n) tensor per layer
@@ -106,52 +100,6 @@ def attention(t: Transformer, text: str, layer: int = 1, head: int = 1) -> dict:
     maps = attention_maps(t, text)
     weights = head_weights(maps, layer, head)
     return {"model": t.name, "tokens": maps.tokens, "layer": layer, "head": head, "weights": weights.tolist()}
-
-
-@dataclass
-class StepByStep:
-    table: pd.DataFrame  # one row per key token: q·k, scaled, masked, softmax
-    scale: float  # what q·k is multiplied by: 1/sqrt(head size)
-    library_row: np.ndarray  # the row the model itself returned
-    largest_difference: float  # between our softmax and the library's row
-
-
-def step_by_step(t: Transformer, text: str, layer: int, head: int, query: int) -> StepByStep:
-    """Recompute one row of one head from the model's own weights: q·k for every key, scaled by 1/sqrt(d),
-    the causal mask (decoder), the softmax; then compare with the row the library returns."""
-    layer, head = check_layer(t, layer), check_int(head, "Head", 1, t.heads)
-    tokens = tokenize(t, text)
-    query = check_int(query, "Token", 1, len(tokens.tokens)) - 1
-    outputs = forward(t, tokens.ids, hidden_states=True)
-    block_input = outputs.hidden_states[layer - 1]  # entry 0 = the embeddings, entry L-1 = the input of block L
-    block, d, lo = t.blocks[layer - 1], t.head_size, (head - 1) * t.head_size
-    with torch.inference_mode():
-        if t.is_gpt2:  # pre-norm: the block normalises its input, then one matrix makes q, k and v
-            q, k, _ = block.attn.c_attn(block.ln_1(block_input)).split(t.width, dim=2)
-            scale = block.attn.scaling
-        else:  # post-norm: the attention reads the previous layer's output as it is
-            q, k = block.attention.self.query(block_input), block.attention.self.key(block_input)
-            scale = block.attention.self.scaling
-    q_row, keys = q[0, query, lo : lo + d].float(), k[0, :, lo : lo + d].float()
-    scores = keys @ q_row
-    scaled = scores * scale
-    masked = scaled.clone()
-    if t.kind == DECODER:
-        masked[query + 1 :] = float("-inf")  # a decoder token may not look at later tokens
-    softmax = torch.softmax(masked, dim=0)
-    library_row = outputs.attentions[layer - 1][0, head - 1, query].float()
-    table = pd.DataFrame(
-        {
-            "key token": readable(t, tokens.tokens),
-            "q·k": [f"{v:.4f}" for v in scores.numpy()],
-            "÷ √d": [f"{v:.4f}" for v in scaled.numpy()],
-            "after the mask": ["−∞ (masked)" if np.isinf(v) else f"{v:.4f}" for v in masked.numpy()],
-            "softmax": [f"{100 * p:.1f}%" for p in softmax.numpy()],
-            "library's weight": [f"{100 * p:.1f}%" for p in library_row.numpy()],
-        }
-    )
-    difference = float((softmax - library_row).abs().max())
-    return StepByStep(table, float(scale), library_row.numpy(), difference)
 
 
 # --- figures ---------------------------------------------------------------------------------------------
@@ -318,7 +266,12 @@ def attention_tab(store: ModelStore) -> None:
                 token = gr.Dropdown(label="Pick a token (query)", choices=[], interactive=True)
                 token_view = gr.HTML()
                 steps_text = gr.Markdown()
-                steps = gr.Dataframe(label="Step by step, for the picked token", interactive=False, wrap=True)
+                steps = gr.Dataframe(
+                    pd.DataFrame(columns=STEP_COLUMNS),
+                    label="Step by step, for the picked token",
+                    interactive=False,
+                    wrap=True,
+                )
                 overview = figure_image(
                     label="Every layer (rows) × head (columns): click one to open it",
                     elem_id=f"attention-{kind}-overview",
@@ -362,8 +315,7 @@ def attention_tab(store: ModelStore) -> None:
         step = step_by_step(t, text, layer, head or 1, token)
         summary = (
             f"Layer {layer}, head {head or 1} (step by step needs one head), query **{html.escape(maps.labels[token - 1])}**: "
-            f"scores × {step.scale:.4f} (= 1/√{t.head_size}), then softmax. Largest difference from the library's "
-            f"own row: **{100 * step.largest_difference:.1e} percentage points**."
+            f"scores × {step.scale:.4f} (= 1/√{t.head_size}), then softmax. {difference_note(step)}"
         )
         return (
             " ".join(notes),

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import pandas as pd
 
 from demos.clip.relevance import relevance_section
 from demos.clip.zero_shot import (
@@ -92,7 +93,10 @@ def zero_shot_tab(store: ModelStore) -> None:
         )
         compare = gr.Button("Compare the images")
         matrix = gr.Dataframe(
-            label="Probability of each label per image", interactive=False, elem_id="zero-shot-matrix"
+            pd.DataFrame(columns=["image"]),  # a label per column after a run
+            label="Probability of each label per image",
+            interactive=False,
+            elem_id="zero-shot-matrix",
         )
     code = code_accordion()
     link_inputs(DEMO_ID, labels=labels, template=template, ensemble=ensemble)  # and a Copy link button

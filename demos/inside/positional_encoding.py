@@ -389,6 +389,7 @@ def positional_encoding_tab(store: ModelStore) -> None:
         headers=ORDER_COLUMNS,
         label="Each token of A and its matched partner in B",
         interactive=False,
+        wrap=True,  # six columns fit a projector's 1024 pixels only when their headers and cells wrap
         elem_id="pe-order",
     )
     order_code_box = code_accordion()

@@ -114,13 +114,16 @@ def fill_mask(fill: Pipeline, text: str, top_k: int = TOP_K) -> FillMaskResult:
     return fill_masks(fill, [fill_mask_request(fill.tokenizer, text, top_k)])[0]
 
 
+PREDICTION_COLUMNS = ["mask", "rank", "word", "probability (%)"]  # the empty table shows them before a run
+
+
 def predictions_table(result: FillMaskResult) -> pd.DataFrame:
     rows = [
-        {"mask": number, "rank": rank, "word": word, "probability (%)": round(100 * p, 2)}
+        (number, rank, word, round(100 * p, 2))
         for number, words in enumerate(result.predictions, start=1)
         for rank, (word, p) in enumerate(words.items(), start=1)
     ]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
 
 
 def reproduce_code(source: str, text: str, top_k: int, dtype: torch.dtype) -> str:
@@ -169,7 +172,9 @@ def fill_mask_tab(store: ModelStore) -> None:
         with gr.Column():
             first = gr.Label(label="First mask", elem_id="fill-mask-first")
             filled = gr.Textbox(label="Filled in with the top words", interactive=False)
-            table = gr.Dataframe(label="Predictions for every mask", interactive=False)
+            table = gr.Dataframe(
+                pd.DataFrame(columns=PREDICTION_COLUMNS), label="Predictions for every mask", interactive=False
+            )
             tokens = gr.HighlightedText(
                 label="How the tokenizer split the text",
                 color_map={"mask": "orange", "token": "#e5e7eb"},

@@ -264,6 +264,10 @@ def stopped_generation(job: Job, tokenizer: PreTrainedTokenizerBase) -> Generati
     return Generation(text, shown.prompt_ids, new_ids, shown.cut_tokens, shown.max_new_tokens, "stop", shown.seconds)
 
 
+# The table of the model's top choices; the empty table shows these headers before a run.
+ALTERNATIVE_COLUMNS = ["token", "model probability %", "after sampling settings %", "chosen"]
+
+
 @dataclass
 class TokenProbabilities:
     """For each generated token: its text, the model's probability for it, and the top alternatives."""
@@ -307,12 +311,10 @@ def token_probabilities(
         top_ids = model_probs.topk(min(top, model_probs.numel())).indices.tolist()
         if chosen not in top_ids:
             top_ids.append(chosen)
-        percent = {name: [round(100 * float(probs[i]), 2) for i in top_ids] for name, probs in
-                   (("model probability %", model_probs), ("after sampling settings %", sampling_probs))}  # fmt: skip
+        percent = [[round(100 * float(probs[i]), 2) for i in top_ids] for probs in (model_probs, sampling_probs)]
         decoded = [repr(generator.tokenizer.decode([i])) for i in top_ids]
-        alternatives.append(
-            pd.DataFrame({"token": decoded, **percent, "chosen": ["<-" if i == chosen else "" for i in top_ids]})
-        )
+        marks = ["<-" if i == chosen else "" for i in top_ids]
+        alternatives.append(pd.DataFrame(dict(zip(ALTERNATIVE_COLUMNS, [decoded, *percent, marks]))))
     return TokenProbabilities(tokens, probabilities, alternatives)
 
 
@@ -379,6 +381,7 @@ def text_generation_tab(store: ModelStore) -> None:
                 elem_id="generation-tokens",
             )
             alternatives = gr.Dataframe(
+                pd.DataFrame(columns=ALTERNATIVE_COLUMNS),
                 label="The model's top choices for the selected token (percent)",
                 interactive=False,
                 elem_id="generation-alternatives",

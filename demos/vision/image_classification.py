@@ -1,5 +1,6 @@
 """Image classification: a Vision Transformer cuts a photo into 16x16 patches, reads them like words, names the photo."""
 
+import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 import timm
 import torch
+from huggingface_hub import try_to_load_from_cache
 from PIL import Image, ImageDraw
 from timm.data import ImageNetInfo, create_transform, infer_imagenet_subset, resolve_model_data_config
 
@@ -89,11 +91,41 @@ def load_classifier(source: str, dtype: torch.dtype = torch.float32, device: str
     return ImageClassifier(model, transform, data_config, class_names(model), name)
 
 
+TINY_SHAPE = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+TINY_ARCHITECTURE = "vit_tiny_patch16_224"
+
+
+def configured_layers_and_heads(source: str, tiny: bool = False) -> tuple[int, int] | None:
+    """(layers, heads per layer) of the classifier from its config alone, where that is on this machine (a folder
+    saved by save_for_hf, the Hub cache, a timm name, or the tiny preset's recipe before it is built): the model is
+    built on the meta device, so no weights load and nothing downloads. None where the config cannot tell."""
+    try:
+        name = timm_name(source)
+        if name.startswith("local-dir:"):
+            folder = Path(name.removeprefix("local-dir:"))
+            if tiny and not (folder / "config.json").is_file():
+                config = {"architecture": TINY_ARCHITECTURE, "model_args": TINY_SHAPE}  # built on first use
+            else:
+                config = json.loads((folder / "config.json").read_text())
+        elif name.startswith("hf-hub:"):
+            cached = try_to_load_from_cache(name.removeprefix("hf-hub:"), "config.json")
+            if not isinstance(cached, str):
+                return None
+            config = json.loads(Path(cached).read_text())
+        else:  # a timm name: the architecture is the name (its pretrained tag does not change the shape)
+            config = {"architecture": name}
+        with torch.device("meta"):
+            model = timm.create_model(config["architecture"], pretrained=False, **config.get("model_args", {}))
+        return len(model.blocks), model.blocks[0].attn.num_heads
+    except Exception:  # not a ViT, or a config timm cannot read: the loaded model tells after its first use
+        return None
+
+
 def build_tiny_vit(folder: Path) -> None:
     """A 2-layer ViT on 32x32 inputs with 8x8 patches and an ImageNet-1k head, saved the way timm saves for the Hub."""
-    shape = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+    shape = TINY_SHAPE
     torch.manual_seed(0)
-    model = timm.create_model("vit_tiny_patch16_224", num_classes=1000, **shape)
+    model = timm.create_model(TINY_ARCHITECTURE, num_classes=1000, **shape)
     # timm starts the head near zero, which gives every class about 1/1000; a wider head makes the top-k differ
     # clearly from image to image, so tests comparing rankings mean something.
     torch.nn.init.normal_(model.head.weight, std=1.0)

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 from timm.models import VisionTransformer
 
-from demos.vision.image_classification import as_image
+from demos.vision.image_classification import as_image, configured_layers_and_heads
 from hub.checks import check_int
 from hub.errors import HubError
 from hub.figures import figure_png, heatmap
@@ -259,7 +259,7 @@ def similarity_figure(grid: tuple[int, int], similarity: np.ndarray) -> Image.Im
         tiles[r * (rows + 1) : r * (rows + 1) + rows, c * (cols + 1) : c * (cols + 1) + cols] = similarity[
             position
         ].reshape(rows, cols)
-    fig = Figure(figsize=(7.5, 6.6))
+    fig = Figure(figsize=(6.0, 5.3))
     ax = fig.subplots()
     image = ax.imshow(tiles, cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
     step = -(-max(rows, cols) // 16)  # at most 16 labels a side
@@ -355,13 +355,23 @@ is one position's similarity to every other: a trained model learns the 2-D layo
 """
 
 
+VIT_BASE_SHAPE = (12, 12)  # layers, heads: ViT-Base, for a model whose config is not on this machine yet
+
+
+def configured_shape(store: ModelStore) -> tuple[int, int]:
+    """The sliders' maxima before a run: the model's layers and heads from its config (a run then sets them from the
+    loaded model), else ViT-Base's."""
+    return configured_layers_and_heads(store.source(DEMO_ID), store.builds_tiny(DEMO_ID)) or VIT_BASE_SHAPE
+
+
 def vit_attention_section(store: ModelStore, image: gr.Image) -> None:
     """The "Where the model looks" views under the classifier, on the photo in `image`."""
     with gr.Accordion("Where the model looks", open=True):
         gr.Markdown(INTRO)
         with gr.Row():
-            layer = gr.Slider(0, 12, value=0, step=1, label="Layer (0 = rollout over all layers)")
-            head = gr.Slider(0, 12, value=0, step=1, label="Head (0 = the mean over heads)")
+            layers, heads = configured_shape(store)
+            layer = gr.Slider(0, layers, value=0, step=1, label="Layer (0 = rollout over all layers)")
+            head = gr.Slider(0, heads, value=0, step=1, label="Head (0 = the mean over heads)")
             query = gr.Number(0, precision=0, minimum=0, label="Query (0 = the class token; click a patch)")
             run = gr.Button("Show where it looks")
         with gr.Row():
@@ -370,10 +380,11 @@ def vit_attention_section(store: ModelStore, image: gr.Image) -> None:
                 label="The same shares, patch by patch", show_label=False, elem_id="vit-attention-grid"
             )
         summary = gr.Markdown(elem_id="vit-attention-summary")
-        gr.Markdown(POSITIONS_INTRO)
-        positions = figure_image(
-            label="Position embedding similarity", show_label=False, elem_id="vit-position-similarity"
-        )
+        with gr.Row():  # beside its explanation: across the whole page, the square figure is taller than a screen
+            gr.Markdown(POSITIONS_INTRO)
+            positions = figure_image(
+                label="Position embedding similarity", show_label=False, elem_id="vit-position-similarity"
+            )
         code = code_accordion()
 
     def show(image: Any, layer: float, head: float, query: float, progress=gr.Progress()):
@@ -408,6 +419,12 @@ def vit_attention_section(store: ModelStore, image: gr.Image) -> None:
     def reset_query() -> int:
         return 0
 
+    def fit_sliders_to_configured_model():  # on page load: the config on disk may be new; nothing is loaded
+        layers, heads = configured_shape(store)
+        return gr.Slider(maximum=layers), gr.Slider(maximum=heads)
+
+    # The sliders follow the model: on page load from its config, after a run from the loaded model.
+    gr.on(None, fit_sliders_to_configured_model, None, [layer, head], queue=False, api_visibility="private")
     outputs = [shown, numbers, summary, positions, code, layer, head]
     inputs = [image, layer, head, query]
     shown_again = dict(fn=show_errors(show), inputs=inputs, outputs=outputs, preprocess=False)
