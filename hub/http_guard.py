@@ -52,18 +52,23 @@ def escape_message(message: dict) -> dict:
 
 def escape_sse_event(event: bytes) -> bytes:
     """One server-sent event ("data: {...}" lines, or "event: error" + "data: ...") with its messages escaped."""
-    lines = []
-    for line in event.split(b"\n"):
-        if line.startswith(b"data: "):
-            try:
-                payload = json.loads(line[6:])
-            except ValueError:
-                lines.append(line)
-                continue
-            if isinstance(payload, dict):
-                payload = escape_message(payload)
-            line = b"data: " + json.dumps(payload).encode()
-        lines.append(line)
+    lines = event.split(b"\n")
+    is_error = b"event: error" in lines  # the /call route's form: the error's fields alone, or its text
+    for n, line in enumerate(lines):
+        if not line.startswith(b"data: "):
+            continue
+        try:
+            payload = json.loads(line[6:])
+        except ValueError:
+            continue
+        if isinstance(payload, dict):
+            payload = escape_message(payload)
+            if is_error:
+                escape_message(payload := {"output": payload, "success": False})
+                payload = payload["output"]
+        elif is_error and isinstance(payload, str):
+            payload = html.escape(payload, quote=False)
+        lines[n] = b"data: " + json.dumps(payload).encode()
     return b"\n".join(lines)
 
 
