@@ -6,6 +6,8 @@ with jobs whose results it never reads, and every other visitor would get "Queue
   next request is refused at once (HTTP 429, with a message), and everyone else is served as usual;
 - a job whose result nobody has started to read `unread_job_s` after it was queued is cancelled (Gradio already
   cancels one whose reader leaves), so queueing work is no way to book the machine;
+- once no job is queued or running, the memory the requests freed is handed back to the system (glibc keeps it
+  in its per-thread arenas otherwise);
 - Gradio sessions unused for `session_idle_min` are forgotten (their number is bounded by launch's
   `state_session_capacity`), so sessionless API calls do not pile up in memory.
 
@@ -26,7 +28,9 @@ from typing import Any
 
 import gradio as gr
 from fastapi import HTTPException
+from gradio.server_messages import ProcessCompletedMessage
 
+from hub.jobs import release_freed_memory
 from hub.settings import Settings
 from hub.visitors import visitor_key
 
@@ -53,6 +57,9 @@ class FairShare:
         self.per_address = settings.jobs_per_address
         self.unread_s = settings.unread_job_s
         self.session_idle_s = settings.session_idle_min * 60
+        self.unread_message = (
+            f"This job was cancelled: nobody had started reading its result {self.unread_s:g} s after it was queued."
+        )
         self._readers: Counter[str] = Counter()  # session hashes and event ids whose results are being read
         self._lock = threading.Lock()
         self._watch: asyncio.Task | None = None
@@ -130,10 +137,15 @@ class FairShare:
 
     async def _watch_loop(self) -> None:
         last_sweep = time.monotonic()
+        busy = False
         while self.app is not None and self.app.is_running:
             await asyncio.sleep(min(1.0, self.unread_s / 4))
             try:
                 await self.cancel_unread()
+                pending = bool(self.pending_events(self.app._queue))
+                if busy and not pending:  # idle again: hand what the requests freed back to the system
+                    await asyncio.to_thread(release_freed_memory)
+                busy = pending
                 if time.monotonic() - last_sweep > 60:
                     last_sweep = time.monotonic()
                     self.forget_idle_sessions()
@@ -147,6 +159,8 @@ class FairShare:
         for event in self.pending_events(queue):
             if now - event.enqueue_time > self.unread_s and not self.is_read(event):
                 log.info("cancelled a job nobody reads: %s", event.fn.api_name)
+                # a reader who comes late is told why, rather than left waiting for a result that never comes
+                queue.send_message(event, ProcessCompletedMessage(output={"error": self.unread_message}, success=False))
                 await queue.clean_events(event_id=event._id)
 
     def forget_idle_sessions(self) -> None:

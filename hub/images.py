@@ -15,6 +15,7 @@ from gradio_client.utils import is_file_obj_with_meta
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hub.errors import HubError
+from hub.jobs import release_freed_memory
 
 MAX_PIXELS = 50_000_000  # about a 50-megapixel photo; Pillow itself only warns from 89 Mpx
 # All the images of one request together: decoded to RGB, 100 Mpx is 300 MB; twelve 50-Mpx files would be 1.8 GB.
@@ -63,6 +64,9 @@ def release_pixels(count: int) -> None:
     with _pixels:
         _pixels_in_flight = max(0, _pixels_in_flight - count)
         _pixels.notify_all()
+        none_left = _pixels_in_flight == 0
+    if none_left:  # decoded pictures are hundreds of MB that glibc would otherwise keep for the thread
+        release_freed_memory()
 
 
 def image_path(image: Any) -> str | None:
