@@ -7,12 +7,17 @@ import re
 from pathlib import Path
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from demos import find_demos
 from hub.catalog import chapters_of
 from hub.demo import Demo
 from hub.event_inputs import HubBlocks
+from hub.fair_share import FairShare
+from hub.http_guard import HubGuard
+from hub.images import set_pixels_in_flight
 from hub.links import ChapterTabs, open_links
+from hub.mcp_server import hub_mcp_server
 from hub.models import ModelStore
 from hub.presenter import presenter_switch
 from hub.settings import Settings
@@ -197,17 +202,37 @@ def build_app(settings: Settings, store: ModelStore | None = None) -> gr.Blocks:
         # follows the open tab; Start here's buttons open their views the same way
         open_links(app, chapter_tabs, chapters, guide)
     app.queue(max_size=settings.queue_size, default_concurrency_limit=1)
+    app.fair_share = FairShare(settings)  # each caller's share of the queue; jobs nobody reads are cancelled
+    app.fair_share.install(app)
     return app
 
 
+LOOPBACK = "127.0.0.1,::1"  # always a trusted proxy: the hub's own MCP server calls the app through it
+
+
 def launch(app: gr.Blocks, settings: Settings, **kwargs) -> tuple:
-    return app.launch(
-        server_name=settings.host,
-        server_port=settings.port,
-        share=settings.share,
-        show_error=False,  # unexpected errors reach visitors as a short message, never a traceback
-        max_file_size=f"{settings.max_file_mb}mb",
-        theme="soft",
-        mcp_server=settings.mcp,  # --mcp: every public endpoint also an MCP tool, at /gradio_api/mcp/
-        **kwargs,
+    # uvicorn reads X-Forwarded-For only from these proxies (its FORWARDED_ALLOW_IPS convention), and from
+    # them takes the address the last trusted proxy saw; from anyone else the header is ignored.
+    os.environ["FORWARDED_ALLOW_IPS"] = ",".join((LOOPBACK, settings.forwarded_allow_ips))
+    set_pixels_in_flight(settings.megapixels_in_flight * 1e6)
+    guard = Middleware(
+        HubGuard,
+        max_body_bytes=int(settings.max_body_mb * 1e6),
+        max_upload_bytes=(settings.max_file_mb + 1) * 1_000_000,  # an upload's own limit, plus its form's parts
+        share=getattr(app, "fair_share", None),
     )
+    app_kwargs = kwargs.pop("app_kwargs", {})
+    app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), guard]
+    with hub_mcp_server():
+        return app.launch(
+            server_name=settings.host,
+            server_port=settings.port,
+            share=settings.share,
+            show_error=False,  # unexpected errors reach visitors as a short message, never a traceback
+            max_file_size=f"{settings.max_file_mb}mb",
+            theme="soft",
+            mcp_server=settings.mcp,  # --mcp: every public endpoint also an MCP tool, at /gradio_api/mcp/
+            state_session_capacity=settings.max_sessions,  # each session keeps a copy of the page's settings
+            app_kwargs=app_kwargs,
+            **kwargs,
+        )

@@ -33,12 +33,47 @@ def check_unicode(text: str, name: str = "Text") -> str:
     return text
 
 
+# Whole numbers beyond this cannot all be told apart as floats; a JSON caller may send 400 digits.
+LARGEST_EXACT = 2**53
+
+
+def number_text(value: float | int) -> str:
+    """A number as people write it: 2147483647, 0.0002, 1e-08; never 2.14748e+09."""
+    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer()):
+        if abs(value) <= LARGEST_EXACT:
+            return str(int(value))
+    if isinstance(value, int):
+        return f"a {len(str(abs(value)))}-digit number"
+    return repr(value) if math.isfinite(value) else str(value)
+
+
+def range_text(low: float, high: float) -> str:
+    if math.isinf(low) and math.isinf(high):
+        return "a finite number"
+    if math.isinf(high):
+        return f"at least {number_text(low)}"
+    if math.isinf(low):
+        return f"at most {number_text(high)}"
+    return f"between {number_text(low)} and {number_text(high)}"
+
+
+def too_large_integer(value: Any, name: str) -> str | None:
+    """The message for a whole number too large to be read as a float (None when it is not one)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > LARGEST_EXACT:
+        digits = len(str(abs(value))) if abs(value) < 10**4000 else "thousands of"
+        return f"{name} is far too large: a number of {digits} digits."
+    return None
+
+
 def check_number(value: Any, name: str, low: float, high: float) -> float:
-    """A finite number in [low, high]; NaN, infinities, booleans and strings are refused."""
+    """A finite number in [low, high]; NaN, infinities, booleans, strings and integers too large for a float are
+    refused, with a message naming the input."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise HubError(f"{name} must be a number, got {value!r}.")
+    if (why := too_large_integer(value, name)) is not None:
+        raise HubError(f"{why} It must be {range_text(low, high)}.")
     if not math.isfinite(value) or not low <= value <= high:
-        raise HubError(f"{name} must be between {low:g} and {high:g}, got {value!r}.")
+        raise HubError(f"{name} must be {range_text(low, high)}, got {number_text(value)}.")
     return float(value)
 
 
@@ -48,6 +83,17 @@ def check_int(value: Any, name: str, low: int, high: int) -> int:
     if number != int(number):
         raise HubError(f"{name} must be a whole number, got {value!r}.")
     return int(number)
+
+
+def read_whole_number(text: str, name: str) -> int:
+    """A whole number typed as text ("12", " 3 "): only the ASCII digits 0-9, at most 9 of them. Python's int()
+    would also read other scripts' digits (and refuses superscripts that str.isdigit accepts)."""
+    stripped = text.strip()
+    if not stripped.isascii() or not stripped.isdigit():
+        raise HubError(f"{name} must be written with the digits 0-9, got {stripped[:20]!r}.")
+    if len(stripped) > 9:
+        raise HubError(f"{name} is far too large: a number of {len(stripped)} digits.")
+    return int(stripped)
 
 
 def check_choice(value: Any, name: str, choices: list[str] | tuple[str, ...]) -> str:

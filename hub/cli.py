@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hub.settings import (
     DTYPES,
+    PUBLIC_LIMITS,
     Settings,
     apply_offline,
     check_settings,
@@ -116,6 +117,31 @@ def make_parser(defaults: Settings) -> argparse.ArgumentParser:
         default=defaults.image_budget,
         help="most a text-to-image request may cost, in steps of one 512x512 image (HUB_IMAGE_BUDGET) [%(default)s]",
     )
+    public = parser.add_argument_group("a public Space (see README, 'Running a public Space')")
+    public.add_argument(
+        "--forwarded-allow-ips",
+        default=defaults.forwarded_allow_ips,
+        help="proxies whose X-Forwarded-For header names the client: addresses or networks, comma-separated, or '*' "
+        "(HUB_FORWARDED_ALLOW_IPS) [loopback and private networks]",
+    )
+    helps = {
+        "jobs_per_visitor": "jobs one browser tab, client or MCP session may have queued or running; more are refused",
+        "jobs_per_address": "jobs one client address may have queued or running (a class behind one address shares "
+        "it); more are refused",
+        "unread_job_s": "seconds after which a job whose result nobody reads is cancelled",
+        "max_body_mb": "largest request body in MB, uploads aside (--max-file-mb); larger ones are refused unread",
+        "max_sessions": "Gradio sessions kept in memory; the least recently used are forgotten first",
+        "session_idle_min": "minutes after which an unused Gradio session is forgotten",
+        "fine_tune_places": "fine-tuned models kept, one per visitor for an hour each (about 90 MB on disk each)",
+        "megapixels_in_flight": "megapixels of images being decoded at once across all requests; more wait",
+    }
+    for name, kind in PUBLIC_LIMITS.items():
+        public.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=getattr(defaults, name),
+            help=f"{helps[name]} (HUB_{name.upper()}) [%(default)s]",
+        )
     return parser
 
 
@@ -143,6 +169,8 @@ def parse_settings(argv: list[str] | None = None) -> tuple[str, Settings]:
         queue_size=args.queue_size,
         diffusion_concurrency=args.diffusion_concurrency,
         image_budget=args.image_budget,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        **{name: getattr(args, name) for name in PUBLIC_LIMITS},
     )
     try:
         settings.models = {**defaults.models, **parse_models(args.model)}

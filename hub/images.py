@@ -4,6 +4,9 @@ Gradio hands the server the uploaded file untouched (the tabs use `preprocess=Fa
 refused from its header before a single pixel is decoded, and random bytes get a message instead of a traceback.
 """
 
+import threading
+import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ from gradio_client.utils import is_file_obj_with_meta
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hub.errors import HubError
+from hub.jobs import release_freed_memory
 
 MAX_PIXELS = 50_000_000  # about a 50-megapixel photo; Pillow itself only warns from 89 Mpx
 # All the images of one request together: decoded to RGB, 100 Mpx is 300 MB; twelve 50-Mpx files would be 1.8 GB.
@@ -19,6 +23,50 @@ MAX_PIXELS_PER_CALL = 100_000_000
 MAX_ASPECT_RATIO = 20  # longer strips are cut to their centre, which is all a centre-cropping model looks at
 # Pillow modes holding more than 8 bits per channel; they are scaled down, not clipped (clipping turns them white).
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+# All requests together: a limit per request is no limit in total (16 requests of 49 Mpx each at once took 5 GB).
+# A picture's pixels count from before it is decoded until the RGB picture handed to the demo is freed; a request
+# that would pass the limit waits for others to finish, for WAIT_FOR_PIXELS_S at most, then is refused.
+WAIT_FOR_PIXELS_S = 20.0
+_pixels = threading.Condition()
+_pixels_in_flight = 0
+_max_pixels_in_flight = 200_000_000
+
+
+def set_pixels_in_flight(max_pixels: float) -> None:
+    """The operator's limit on pixels decoding or decoded at once across all requests (--megapixels-in-flight)."""
+    global _max_pixels_in_flight
+    _max_pixels_in_flight = int(max_pixels)
+
+
+def pixels_in_flight() -> int:
+    return _pixels_in_flight
+
+
+def reserve_pixels(count: int, name: str = "Image") -> None:
+    """Count `count` pixels as in flight, waiting while the server holds too many; a HubError when it stays busy."""
+    global _pixels_in_flight
+    deadline = time.monotonic() + WAIT_FOR_PIXELS_S
+    with _pixels:
+        # one picture alone always fits (each is at most MAX_PIXELS): a large one is never refused forever
+        while _pixels_in_flight and _pixels_in_flight + count > _max_pixels_in_flight:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise HubError(
+                    f"{name}: the server is reading many large images right now; please try again in a minute "
+                    "(or send a smaller image)."
+                )
+            _pixels.wait(left)
+        _pixels_in_flight += count
+
+
+def release_pixels(count: int) -> None:
+    global _pixels_in_flight
+    with _pixels:
+        _pixels_in_flight = max(0, _pixels_in_flight - count)
+        _pixels.notify_all()
+        none_left = _pixels_in_flight == 0
+    if none_left:  # decoded pictures are hundreds of MB that glibc would otherwise keep for the thread
+        release_freed_memory()
 
 
 def image_path(image: Any) -> str | None:
@@ -52,13 +100,21 @@ def load_image(image: Any, name: str = "Image") -> Image.Image:
         if path is None:
             raise HubError(f"{name} must be an image file, got {type(image).__name__}.")
         picture = open_image_file(path, name)
+    width, height = picture.size
+    reserve_pixels(width * height, name)
     try:
-        picture.seek(0)  # animated GIF/WebP/PNG: the first frame
-        picture.load()
-        picture = ImageOps.exif_transpose(picture)
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data shows up only when decoding
-        raise HubError(f"{name} could not be read: the file is truncated or damaged ({error}).") from error
-    return limit_aspect_ratio(to_rgb(picture))
+        try:
+            picture.seek(0)  # animated GIF/WebP/PNG: the first frame
+            picture.load()
+            picture = ImageOps.exif_transpose(picture)
+        except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data shows up only when decoding
+            raise HubError(f"{name} could not be read: the file is truncated or damaged ({error}).") from error
+        rgb = limit_aspect_ratio(to_rgb(picture))
+    except BaseException:
+        release_pixels(width * height)
+        raise
+    weakref.finalize(rgb, release_pixels, width * height)  # in flight until the demo lets go of the picture
+    return rgb
 
 
 def check_total_pixels(images: list[Any], max_pixels: int = MAX_PIXELS_PER_CALL) -> None:

@@ -171,8 +171,11 @@ def parse_heads(t: Transformer, heads: Any) -> list[tuple[int, int]]:
         if not item:
             continue
         layer, dot, head = item.partition(".")
-        if not dot or not layer.strip().isdigit() or not head.strip().isdigit():
-            raise HubError(f"Heads: {item!r} is not layer.head (for example 1.3 = layer 1, head 3).")
+        # only the digits 0-9: str.isdigit also accepts superscripts and other scripts' digits, which int() refuses
+        if not dot or not all(part.strip().isascii() and part.strip().isdigit() for part in (layer, head)):
+            raise HubError(f"Heads: {item[:80]!r} is not layer.head (for example 1.3 = layer 1, head 3).")
+        if len(layer.strip()) > 6 or len(head.strip()) > 6:
+            raise HubError(f"Heads: {item[:80]}... does not exist; this model has layers 1-{t.layers}.")
         layer, head = int(layer), int(head)
         if not 1 <= layer <= t.layers or not 1 <= head <= t.heads:
             raise HubError(

@@ -13,6 +13,8 @@ PRESETS = ("tiny",)
 # The demo ids in tab order, from the light catalog, so the CLI checks --demos before torch loads;
 # tests/test_cli.py checks they equal the ids of demos.DEMOS.
 DEMO_IDS = tuple(entry.id for entry in CATALOG if entry.tab)
+# Loopback and private networks: a proxy on this machine or inside the platform (a Hugging Face Space).
+PRIVATE_NETWORKS = "127.0.0.1,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
 
 
 def default_cache_dir() -> Path:
@@ -38,6 +40,17 @@ class Settings:
     # What one text-to-image request may cost, in denoising steps of one 512x512 image (pixels x steps x images,
     # twice with guidance): 8 is about 30 s on a 2-core CPU in float32, so one visitor never holds the slot for long.
     image_budget: float = 8.0
+    # A public Space (see README, "Running a public Space"):
+    # proxies whose X-Forwarded-For names the client (uvicorn's convention: addresses and networks, or "*")
+    forwarded_allow_ips: str = PRIVATE_NETWORKS
+    jobs_per_visitor: int = 2  # jobs one session (browser tab, client, MCP session) may have queued or running
+    jobs_per_address: int = 16  # jobs one client address may have queued or running: a class shares one address
+    unread_job_s: float = 10.0  # a job whose result nobody has started to read by then is cancelled
+    max_body_mb: float = 2.0  # larger request bodies (other than uploads) are refused before they are read
+    max_sessions: int = 500  # Gradio sessions kept in memory; the least recently used go first
+    session_idle_min: float = 30.0  # a Gradio session unused this long is forgotten
+    fine_tune_places: int = 64  # fine-tuned models kept (one per visitor, each for an hour, about 90 MB on disk)
+    megapixels_in_flight: float = 200.0  # images decoding at once across all requests, in megapixels
 
 
 def _truthy(value: str) -> bool:
@@ -105,7 +118,25 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     s.queue_size = _env_number(env, "HUB_QUEUE_SIZE", int, s.queue_size)
     s.diffusion_concurrency = _env_number(env, "HUB_DIFFUSION_CONCURRENCY", int, s.diffusion_concurrency)
     s.image_budget = _env_number(env, "HUB_IMAGE_BUDGET", float, s.image_budget)
+    s.forwarded_allow_ips = (
+        env.get("HUB_FORWARDED_ALLOW_IPS") or env.get("FORWARDED_ALLOW_IPS") or s.forwarded_allow_ips
+    )
+    for name, kind in PUBLIC_LIMITS.items():
+        setattr(s, name, _env_number(env, "HUB_" + name.upper(), kind, getattr(s, name)))
     return s
+
+
+# The limits of a public Space that are plain numbers: settings field -> type (HUB_<FIELD> and --<field>).
+PUBLIC_LIMITS = {
+    "jobs_per_visitor": int,
+    "jobs_per_address": int,
+    "unread_job_s": float,
+    "max_body_mb": float,
+    "max_sessions": int,
+    "session_idle_min": float,
+    "fine_tune_places": int,
+    "megapixels_in_flight": float,
+}
 
 
 def check_settings(s: Settings) -> None:
@@ -124,6 +155,13 @@ def check_settings(s: Settings) -> None:
         )
     if not s.image_budget > 0 or s.image_budget == float("inf"):  # also refuses nan
         raise ValueError(f"--image-budget (HUB_IMAGE_BUDGET) must be a positive number, got {s.image_budget}")
+    for name in PUBLIC_LIMITS:
+        value = getattr(s, name)
+        if not (value >= 1 and value < float("inf")):  # also refuses nan
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} (HUB_{name.upper()}) must be at least 1, got {value}")
+    if not s.forwarded_allow_ips.strip():
+        raise ValueError("--forwarded-allow-ips (HUB_FORWARDED_ALLOW_IPS) is empty; give 127.0.0.1 to trust no proxy")
     if s.demos is not None:
         if not s.demos:
             raise ValueError("--demos (HUB_DEMOS) names no demo")

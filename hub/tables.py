@@ -8,6 +8,7 @@ Every cell is read as a string: an empty cell is "", never NaN, and "007" stays 
 the ones a spreadsheet shows (the header is row 1).
 """
 
+import csv
 import io
 from pathlib import Path
 
@@ -16,6 +17,11 @@ import pandas as pd
 from hub.errors import HubError
 
 MAX_CSV_BYTES = 2_000_000  # thousands of short texts; pandas holds a few times this in memory while parsing
+# Counted from the header and the lines before the rest is parsed: a header of 100,000 columns costs pandas tens of
+# seconds. A table of texts and labels needs two columns; a spreadsheet export may carry a few dozen more.
+MAX_COLUMNS = 100
+MAX_CELLS = 500_000
+MAX_NAMES_SHOWN = 12  # column names a message lists before "..."
 
 
 def read_csv(path: str | Path, max_bytes: int = MAX_CSV_BYTES) -> pd.DataFrame:
@@ -33,12 +39,36 @@ def read_csv(path: str | Path, max_bytes: int = MAX_CSV_BYTES) -> pd.DataFrame:
         raise HubError(
             f"The CSV file is not UTF-8 text (byte {error.start} cannot be read): save it as 'CSV UTF-8'."
         ) from None
+    check_shape(text)
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise HubError(f"The file could not be read as CSV ({str(error).strip().splitlines()[0]}).") from None
     frame.columns = [str(column).strip() for column in frame.columns]
     return frame
+
+
+def check_shape(text: str) -> None:
+    """Refuse a table with too many columns (read from its header line alone) or cells, before parsing it."""
+    first_line = next(iter(io.StringIO(text)), "")
+    try:
+        header = next(csv.reader([first_line]), [])
+    except csv.Error:
+        header = first_line.split(",")
+    if len(header) > MAX_COLUMNS:
+        raise HubError(f"The CSV file has {len(header):,} columns; at most {MAX_COLUMNS}. Keep the text and label.")
+    lines = text.count("\n") + 1
+    if lines * max(1, len(header)) > MAX_CELLS:
+        raise HubError(
+            f"The CSV file is too large: about {lines:,} rows x {len(header)} columns, at most {MAX_CELLS:,} cells."
+        )
+
+
+def column_list(columns) -> str:
+    """A few column names for a message, quoted; the rest counted."""
+    names = [repr(str(c)[:40]) for c in list(columns)[:MAX_NAMES_SHOWN]]
+    more = len(columns) - len(names)
+    return (", ".join(names) or "none") + (f" and {more} more" if more > 0 else "")
 
 
 def spreadsheet_rows(mask: pd.Series) -> str:
@@ -53,8 +83,9 @@ def pick_columns(frame: pd.DataFrame, columns: dict[str, str], max_rows: int) ->
     `max_rows` rows or a cell is empty."""
     for role, column in columns.items():
         if column not in frame.columns:
-            found = ", ".join(repr(c) for c in frame.columns) or "none"
-            raise HubError(f"No {role} column named {column!r}: the file's columns are {found}.")
+            raise HubError(
+                f"No {role} column named {str(column)[:60]!r}: the file's columns are {column_list(frame.columns)}."
+            )
     roles = list(columns)
     for i, role in enumerate(roles):
         for other in roles[i + 1 :]:

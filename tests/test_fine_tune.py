@@ -269,15 +269,25 @@ def test_no_visitor_pushes_out_another_visitors_model_before_its_time(tiny_backb
         sessions.get("never-trained")
 
 
-def test_one_caller_keeps_at_most_a_few_models_their_newest_replacing_their_oldest(tiny_backbone, small_data):
+def test_an_address_holding_many_models_makes_room_and_never_takes_a_place_from_one_holding_few(
+    tiny_backbone, small_data
+):
     run = finish(train_stream(tiny_backbone, small_data, TrainingSettings(**FAST)))
-    sessions = SessionModels(capacity=8, per_caller=2)
-    sessions.put("someone else", FineTuned(run.model, tiny_backbone.tokenizer, small_data.label_names, 32), "10.0.0.9")
-    for session in ("tab 1", "tab 2", "tab 3"):  # one caller, many sessions (e.g. a script making new clients)
-        sessions.put(session, FineTuned(run.model, tiny_backbone.tokenizer, small_data.label_names, 32), "10.0.0.1")
-    with pytest.raises(HubError, match="removed.*at most 2 per visitor"):
+
+    def kept() -> FineTuned:
+        return FineTuned(run.model, tiny_backbone.tokenizer, small_data.label_names, 32)
+
+    sessions = SessionModels(capacity=3)
+    sessions.put("someone else", kept(), "10.0.0.9")
+    for session in ("tab 1", "tab 2"):  # one address, many sessions (a class, or a script making new clients)
+        sessions.put(session, kept(), "10.0.0.1")
+    with pytest.raises(HubError, match="keeping 3 fine-tuned models"):
+        sessions.check_room("tab 3", "10.0.0.1")  # all places taken: the address holding most waits
+    sessions.check_room("eve", "10.0.0.3")  # a newcomer from elsewhere takes the oldest place of the largest holder
+    sessions.put("eve", kept(), "10.0.0.3")
+    with pytest.raises(HubError, match="removed to make room"):
         sessions.get("tab 1")
-    assert sessions.get("tab 3") and sessions.get("someone else")
+    assert sessions.get("tab 2") and sessions.get("someone else") and sessions.get("eve")
     assert len(sessions) == 3
 
 

@@ -96,13 +96,13 @@ def test_too_few_arguments_get_a_message_naming_what_the_endpoint_takes(hub_url)
         assert_clear(error_message(rest_call(hub_url, name.lstrip("/"), [])), f"{name} with no arguments")
 
 
-def test_a_visitors_markup_in_a_message_is_shown_as_text(hub_url):
+def test_a_visitors_markup_reaches_api_callers_as_plain_text_and_a_page_as_escaped_text(hub_url):
     markup = '<img src="http://127.0.0.1:9/tracker.png"> 1.1'
     message = error_message(rest_call(hub_url, "ablate", [SENTENCE, "encoder", markup, 5]))
-    assert "&lt;img" in message and "<img" not in message
-    # Gradio's own messages quote values too (a choice that does not exist): escaped the same way.
+    assert "<img" in message and "&lt;" not in message  # an API caller reads the message as it is
+    # Gradio's own messages quote values too (a choice that does not exist): plain for callers as well
     message = error_message(rest_call(hub_url, "generate", ["Hi", 5, "<b>bold</b>", 0.8, 50, 0.95, 1.0, 0]))
-    assert "&lt;b&gt;" in message and "<b>" not in message
+    assert "<b>bold</b>" in message and "&lt;" not in message
 
 
 def test_the_browser_shows_a_quoted_value_as_text_and_loads_nothing_from_it(page, hub_url):

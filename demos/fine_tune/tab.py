@@ -147,7 +147,7 @@ def setting_slider(name: str, step: float) -> gr.Slider:
 
 
 def fine_tune_tab(store: ModelStore) -> None:
-    sessions = SessionModels()
+    sessions = SessionModels(capacity=store.settings.fine_tune_places)  # the operator sizes it
     switches = StopSwitches()  # Stop reaches the visitor's training thread through these
     shown: dict[str, tuple[int, int]] = {}  # session -> (step, total steps) last shown, while its training runs
     stopped: dict[str, str] = {}  # session -> the message for a run they stopped, until the tab has shown it
