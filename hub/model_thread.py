@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+import torch
+
 Result = TypeVar("Result")
 Item = TypeVar("Item")
 
@@ -75,12 +77,15 @@ def serve_waiting() -> None:
     so that others wait for one step of it, not for all of it. Work handed in while this runs waits for the next."""
     if not is_model_thread():
         return
-    for _ in range(_tasks.qsize()):
-        try:
-            task = _tasks.get_nowait()
-        except queue.Empty:
-            return
-        _execute(task)
+    # The long call may run without gradients (a pipeline's no_grad, inference_mode): the work served here runs as
+    # it would on its own (a training step needs them).
+    with torch.inference_mode(False), torch.enable_grad():
+        for _ in range(_tasks.qsize()):
+            try:
+                task = _tasks.get_nowait()
+            except queue.Empty:
+                return
+            _execute(task)
 
 
 def _execute(task: _Task) -> None:
