@@ -429,6 +429,7 @@ def text_generation_tab(store: ModelStore) -> None:
         yield partial.text, partial
 
     @show_errors
+    @waits_on_model_thread  # it waits for the generation's last step, which runs on the model thread
     def request_stop(request: gr.Request = None):
         """Stop: the generation ends after its current token; the text so far stays, and the line says where."""
         shown = [job for job in visitor_jobs.stop(session_id(request)) if job.shown is not None]

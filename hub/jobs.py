@@ -150,6 +150,8 @@ class VisitorJobs:
     def stop(self, session: str, wait_s: float = 5.0) -> list[Job]:
         """Stop every job of this visitor and wait (at most `wait_s`) until their workers have ended; the stopped
         jobs, oldest first."""
+        if model_thread.is_model_thread():  # the jobs' last steps would wait for it to return
+            raise RuntimeError("Stopping jobs waits for the model thread: mark the handler waits_on_model_thread.")
         with self._lock:
             jobs = list(self._jobs.get(session, []))
         for job in jobs:
