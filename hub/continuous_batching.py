@@ -105,10 +105,11 @@ class ContinuousBatcher:
             for decoding in failed:
                 decoding.error = error
                 decoding.ended.set()
-        with self._lock:
-            self._scheduled = bool(self._rows or self._joining)
-            if self._scheduled:  # to the back of the queue: others' work runs between two steps
-                model_thread.submit(self._step)
+        finally:
+            with self._lock:
+                self._scheduled = bool(self._rows or self._joining)
+                if self._scheduled:  # to the back of the queue: others' work runs between two steps
+                    model_thread.submit(self._step)
 
     def _decode(self) -> None:
         self._keep([i for i, row in enumerate(self._rows) if not self._end_if_done(row)])  # stopped meanwhile

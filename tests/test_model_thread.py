@@ -122,3 +122,27 @@ def test_every_tab_runs_its_models_on_the_model_thread_only(client, tmp_path, th
 
     assert threads_running_models.total() > 50  # the models did run
     assert set(threads_running_models) == {model_thread.NAME}, threads_running_models
+
+
+def test_models_load_on_the_model_thread(tiny_settings):
+    import dataclasses
+
+    from demos.fill_mask import DEMO
+    from hub.models import ModelStore
+
+    loaded_in = []
+
+    def load(*args):
+        loaded_in.append(where())
+        return DEMO.load(*args)
+
+    store = ModelStore(tiny_settings, [dataclasses.replace(DEMO, load=load)])  # a store of its own: a first load
+    assert store.get(DEMO.id) is store.get(DEMO.id)
+    assert loaded_in == [model_thread.NAME]
+
+
+def test_a_micro_batch_runs_on_the_model_thread():
+    from hub.batching import MicroBatcher
+
+    batcher = MicroBatcher(lambda items: [where() for _ in items])
+    assert batcher("a request") == model_thread.NAME
