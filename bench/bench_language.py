@@ -133,6 +133,7 @@ def bench_language(
         one_rps = requests / at_once(visitor, 1)[0]
         many_rps = args.visitors * requests / at_once(visitor, args.visitors)[0]
 
+    print(f"{resolved}: generation {gen}, {args.visitors} streams {wall:.1f} s, fill-mask {mask}", flush=True)
     tps = args.tokens / gen["bare"]
     rows = [
         {
@@ -231,16 +232,17 @@ def main() -> None:
     parser.add_argument("--skip-long-jobs", action="store_true", help="leave out fill-mask beside long jobs")
     args = parser.parse_args()
     round_trip = do_nothing_round_trip()
+    print(f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    print(
+        f"Gradio do-nothing round trip (loopback, a server process of its own): {round_trip * 1e3:.0f} ms", flush=True
+    )
     rows, measured = [], set()
     with tempfile.TemporaryDirectory(prefix="bench-language-") as folder:
         models = build_full_size_models(Path(folder))
         for dtype in args.dtypes.split(","):
             rows += bench_language(dtype, models, Path(folder) / "cache", args, round_trip, measured)
         long_rows = [] if args.skip_long_jobs else bench_beside_long_jobs(models, Path(folder) / "cache", args)
-    print(f"\nCPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(
-        f"Gradio do-nothing round trip (gradio_client, loopback, a server process of its own): {round_trip * 1e3:.0f} ms\n"
-    )
+    print()
     print(markdown_table(rows))
     if long_rows:
         print()

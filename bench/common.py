@@ -66,7 +66,10 @@ def served(app: gr.Blocks) -> Iterator[Client]:
 def server_process(module: str, *args: str) -> Iterator[dict]:
     """Run `python -m module args` (a server that prints one JSON line with its "url" once it serves) and yield
     that line; the server is ended on exit."""
-    process = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE, text=True)
+    # The server serves until its stdin closes: when this process ends, however it ends, so does the server.
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         for line in process.stdout:
             if line.startswith("{"):
@@ -75,8 +78,8 @@ def server_process(module: str, *args: str) -> Iterator[dict]:
         else:
             raise RuntimeError(f"{module} ended without serving (exit code {process.wait()})")
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        process.stdin.close()
+        process.wait(timeout=60)
 
 
 def do_nothing_round_trip(repeat: int = 20) -> float:

@@ -2,7 +2,7 @@
 in a process of its own, so that the benchmarks measure Gradio's cost alone. Prints {"url": ...} once it serves."""
 
 import json
-import time
+import sys
 
 import gradio as gr
 
@@ -14,5 +14,4 @@ if __name__ == "__main__":
     app.queue()
     _, url, _ = app.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
     print(json.dumps({"url": url}), flush=True)
-    while True:
-        time.sleep(3600)
+    sys.stdin.read()  # serves until the benchmark closes this pipe, or ends without closing it

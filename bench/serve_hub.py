@@ -4,7 +4,6 @@ prints {"url": ..., "dtype": ...} and serves until it is ended."""
 
 import json
 import sys
-import time
 from pathlib import Path
 
 from bench.common import free_port
@@ -27,5 +26,4 @@ if __name__ == "__main__":
     app = build_app(settings, store)
     _, url, _ = launch(app, settings, prevent_thread_lock=True, quiet=True)
     print(json.dumps({"url": url, "dtype": str(store.dtype).removeprefix("torch.")}), flush=True)
-    while True:
-        time.sleep(3600)
+    sys.stdin.read()  # serves until the benchmark closes this pipe, or ends without closing it

@@ -21,7 +21,7 @@ from hub.demo import Demo
 from hub.errors import HubError
 from hub.images import check_total_pixels, example_photos, image_path, load_image
 from hub.links import link_inputs
-from hub.model_thread import waits_on_model_thread
+from hub.model_thread import off_model_thread
 from hub.models import ModelStore, is_local
 from hub.ui import code_accordion, load_model, show_errors
 
@@ -403,7 +403,7 @@ def zero_shot_tab(store: ModelStore) -> None:
 
     # preprocess=False: the handler gets the uploaded files themselves, so hub.images can refuse bad ones clearly.
     @show_errors
-    @waits_on_model_thread  # the batcher runs the image encoder on the model thread
+    @off_model_thread  # the batcher runs the image encoder on the model thread
     def zero_shot_endpoint(
         image: Any,
         labels: str = DEFAULT_LABELS,
@@ -426,7 +426,7 @@ def zero_shot_tab(store: ModelStore) -> None:
         return match(image, labels, template, ensemble, progress).probabilities[0]
 
     @show_errors
-    @waits_on_model_thread
+    @off_model_thread
     def show(
         image: Any, labels: str = DEFAULT_LABELS, template: str = DEFAULT_TEMPLATE, ensemble: bool = False,
         progress=gr.Progress(),

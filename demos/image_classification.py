@@ -20,7 +20,7 @@ from hub.demo import Demo
 from hub.errors import HubError
 from hub.images import example_photos, load_image
 from hub.links import link_inputs
-from hub.model_thread import waits_on_model_thread
+from hub.model_thread import off_model_thread
 from hub.models import ModelStore, is_local
 from hub.ui import code_accordion, load_model, show_errors
 
@@ -245,7 +245,7 @@ def image_classification_tab(store: ModelStore) -> None:
 
     # preprocess=False: the handler gets the uploaded file itself, so hub.images can refuse bad files with a message.
     @show_errors
-    @waits_on_model_thread  # the batcher runs the forward pass on the model thread
+    @off_model_thread  # the batcher runs the forward pass on the model thread
     def classify_image_endpoint(image: Any, top_k: float = TOP_K, progress=gr.Progress()):
         """Name what is in a photo: the Vision Transformer's most likely ImageNet classes.
 
@@ -261,7 +261,7 @@ def image_classification_tab(store: ModelStore) -> None:
         return model_thread.run(top_classes, classifier, batched(pixels), check_top_k(classifier, top_k))
 
     @show_errors
-    @waits_on_model_thread
+    @off_model_thread
     def show(image: Any, top_k: float = TOP_K, progress=gr.Progress()):
         classifier = load_model(store, DEMO_ID, progress)
         pixels = model_thread.run(model_input, classifier, image)

@@ -33,7 +33,7 @@ from hub.demo import Demo
 from hub.errors import HubError
 from hub.jobs import Job, VisitorJobs, running_jobs
 from hub.links import link_inputs
-from hub.model_thread import waits_on_model_thread
+from hub.model_thread import off_model_thread
 from hub.models import ModelStore
 from hub.ui import code_accordion, load_model, show_errors
 from hub.visitors import session_id
@@ -394,7 +394,7 @@ def text_generation_tab(store: ModelStore) -> None:
     )
 
     @show_errors
-    @waits_on_model_thread  # its job hands the model thread the generation, a token at a time
+    @off_model_thread  # its job hands the model thread the generation, a token at a time
     def generate(prompt, max_new_tokens=DEFAULTS.max_new_tokens, decoding=DEFAULTS.decoding,
                  temperature=DEFAULTS.temperature, top_k=DEFAULTS.top_k, top_p=DEFAULTS.top_p,
                  repetition_penalty=DEFAULTS.repetition_penalty, seed=DEFAULTS.seed, request: gr.Request = None,
@@ -429,7 +429,7 @@ def text_generation_tab(store: ModelStore) -> None:
         yield partial.text, partial
 
     @show_errors
-    @waits_on_model_thread  # it waits for the generation's last step, which runs on the model thread
+    @off_model_thread  # it waits for the generation's last step, which runs on the model thread
     def request_stop(request: gr.Request = None):
         """Stop: the generation ends after its current token; the text so far stays, and the line says where."""
         shown = [job for job in visitor_jobs.stop(session_id(request)) if job.shown is not None]

@@ -86,7 +86,7 @@ class Job:
         yielded once the work ends; an error raised by the work is raised here. Closing the iterator stops the
         work at its next check (without waiting for it)."""
         if model_thread.is_model_thread():  # its reader would wait for work that can only run where it waits
-            raise RuntimeError("A job's reader waits for the model thread: mark its handler waits_on_model_thread.")
+            raise RuntimeError("A job's reader waits for the model thread: mark its handler off_model_thread.")
         done = threading.Event()
         failure: list[BaseException] = []
 
@@ -151,7 +151,7 @@ class VisitorJobs:
         """Stop every job of this visitor and wait (at most `wait_s`) until their workers have ended; the stopped
         jobs, oldest first."""
         if model_thread.is_model_thread():  # the jobs' last steps would wait for it to return
-            raise RuntimeError("Stopping jobs waits for the model thread: mark the handler waits_on_model_thread.")
+            raise RuntimeError("Stopping jobs waits for the model thread: mark the handler off_model_thread.")
         with self._lock:
             jobs = list(self._jobs.get(session, []))
         for job in jobs:

@@ -115,12 +115,13 @@ def _start() -> None:
             _thread.start()
 
 
-WAITS = "waits_on_model_thread"  # the attribute hub.ui.show_errors reads
+OFF = "off_model_thread"  # the attribute hub.ui.show_errors reads
 
 
-def waits_on_model_thread(handler: Callable[..., Result]) -> Callable[..., Result]:
-    """Mark a handler that hands its torch work to the model thread itself and waits for it (a micro-batcher, a
-    job): hub.ui.show_errors then runs it in Gradio's worker thread, as a handler on the model thread would wait
-    for itself. Every other handler runs on the model thread."""
-    setattr(handler, WAITS, True)
+def off_model_thread(handler: Callable[..., Result]) -> Callable[..., Result]:
+    """Mark a handler that runs in Gradio's worker thread, not on the model thread (hub.ui.show_errors reads the
+    mark): one that hands its torch work to the model thread itself and waits for it (a micro-batcher, a job's
+    reader), which on the model thread would wait for itself, or a Stop button, which must not wait behind
+    someone's step. Every other handler runs on the model thread."""
+    setattr(handler, OFF, True)
     return handler

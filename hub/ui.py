@@ -29,8 +29,8 @@ def _as_gradio_error(error: Exception) -> gr.Error:
 def show_errors(fn: Callable) -> Callable:
     """Turn HubError into a message for the person, and any other error into a short one (never a traceback).
     The handler runs on the model thread (a generator: each of its steps), where all torch work runs, unless it is
-    marked with hub.model_thread.waits_on_model_thread (it hands the model thread its work itself)."""
-    on_model_thread = not getattr(fn, model_thread.WAITS, False)
+    marked with hub.model_thread.off_model_thread (it hands the model thread its work itself)."""
+    on_model_thread = not getattr(fn, model_thread.OFF, False)
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)

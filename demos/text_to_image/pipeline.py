@@ -238,6 +238,7 @@ def generate_frames(
 
     def draw(job: Job) -> None:
         def on_step_end(pipeline: DiffusionPipeline, index: int, timestep, tensors: dict) -> dict:
+            model_thread.serve_waiting()  # others wait for one step of this image, not for all of it
             if job.should_stop():
                 raise _Stopped
             done, total = index + 1, getattr(pipeline, "_num_timesteps", settings.steps)
@@ -248,7 +249,6 @@ def generate_frames(
                 images = pipeline.image_processor.postprocess(decoded, output_type="pil")
             frames.append(Frame(done, total, images))
             job.post(done)
-            model_thread.serve_waiting()  # others wait for one step of this image, not for all of it
             return tensors
 
         def call_pipeline():
