@@ -133,7 +133,11 @@ def bench_language(
         one_rps = requests / at_once(visitor, 1)[0]
         many_rps = args.visitors * requests / at_once(visitor, args.visitors)[0]
 
-    print(f"{resolved}: generation {gen}, {args.visitors} streams {wall:.1f} s, fill-mask {mask}", flush=True)
+    print(
+        f"{resolved}: generation {gen}; {args.visitors} streams {wall:.1f} s, first tokens {first_tokens}; "
+        f"fill-mask {mask}; fill-mask requests/s {one_rps:.2f} alone, {many_rps:.2f} with {args.visitors}",
+        flush=True,
+    )
     tps = args.tokens / gen["bare"]
     rows = [
         {
