@@ -1,40 +1,39 @@
-"""GPT-2 streaming and BERT fill-mask: the hub (core and HTTP API) against the bare library call, in one run.
+"""GPT-2 streaming and BERT fill-mask: the hub's HTTP API against the bare library call, in one run.
 
 Random-weight models of the default architectures at full size (GPT-2 124M, BERT base) do the same arithmetic as
-the real ones without a download. Run: python -m bench.bench_language [--tokens 64] [--repeat 5] (about 2-4 minutes
-on 2 cores: `auto` is measured only where it picks another dtype than float32).
+the real ones without a download. Run: python -m bench.bench_language [--tokens 48] [--repeat 5] [--visitors 16]
+(a few minutes on 2 cores; `auto` is measured only where it picks another dtype than float32).
 
-The streamed HTTP request is read as a browser or curl reads it: Gradio's documented `/gradio_api/call/generate`
-route, its server-sent events read as they arrive. Not gradio_client's `Job` iterator: it looks for new output every
-millisecond, which in this one process would take the GIL from the generation ~1000 times a second and charge the
-client's cost to the hub. Bare `generate` runs in a thread of its own, as the hub's does (on a loaded 2-core machine
-the main thread's OpenMP team ran it up to 3x slower than a fresh thread's, which would flatter the hub).
+The hub serves from a process of its own (bench.serve_hub); the bare calls run in this process's main thread, its
+only torch thread, as a plain script runs them; hub and bare calls alternate. The streamed request is read as a
+browser or curl reads it: Gradio's documented `/gradio_api/call/generate` route, its server-sent events read as
+they arrive. Then many visitors at once: streams (total tokens/s against one visitor's, and each one's first token)
+and fill-mask requests (requests/s against one visitor's). Last, a fill-mask request while someone fine-tunes or
+draws an image (tiny models for those two), against the same request on an idle hub.
 """
 
 import argparse
 import json
 import statistics
 import tempfile
-import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import torch
+from gradio_client import Client
 from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
-from bench.common import cpu_name, do_nothing_round_trip, free_port, markdown_table, within_target
-from demos import find_demos
-from demos.language.fill_mask import fill_mask
-from demos.language.text_generation import GenerationSettings, generate_stream
+from bench.common import alternate, cpu_name, do_nothing_round_trip, markdown_table, server_process
+from demos.language.fill_mask import load_fill_mask
+from demos.language.text_generation import load_text_generator
 from hub import tiny
-from hub.app import build_app, launch
-from hub.device import pick_device, resolve_dtype
-from hub.models import ModelStore
-from hub.settings import Settings
 
 PROMPT = "The history of the transformer begins with a paper about attention, and since then"
 MASKED = "The history of the [MASK] begins with a paper about attention, and since then it has changed."
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def build_full_size_models(folder: Path) -> dict[str, str]:
@@ -49,133 +48,209 @@ def build_full_size_models(folder: Path) -> dict[str, str]:
     return {"text-generation": str(gpt2), "fill-mask": str(bert)}
 
 
-def alternate(calls: dict[str, callable], repeat: int) -> dict[str, float]:
-    """Median seconds of each call, run in turn so that machine noise hits them alike."""
-    for call in calls.values():
-        call()  # warm-up
-    times = {name: [] for name in calls}
-    for _ in range(repeat):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+def stream_generate(url: str, tokens: int, decoding: str = "greedy", seed: int = 0) -> tuple[float, float]:
+    """One /generate request read as a browser reads its stream: (seconds to the first text, seconds in all)."""
+    start, first = time.perf_counter(), None
+    with httpx.Client(timeout=600) as http:
+        data = [PROMPT, tokens, decoding, 0.8, 50, 0.95, 1.0, seed]
+        event_id = http.post(f"{url}gradio_api/call/generate", json={"data": data}).json()["event_id"]
+        with http.stream("GET", f"{url}gradio_api/call/generate/{event_id}") as stream:
+            event = ""
+            for line in stream.iter_lines():  # read as it arrives: a browser's EventSource, or curl -N
+                if line.startswith("event: "):
+                    event = line[len("event: ") :]
+                elif line.startswith("data: "):
+                    if event == "generating" and first is None and json.loads(line[6:])[0]:
+                        first = time.perf_counter() - start
+                    if event in ("complete", "error"):
+                        assert event == "complete", line
+                        break
+    total = time.perf_counter() - start
+    return (total if first is None else first), total
 
 
-def bench_dtype(dtype: str, models: dict[str, str], tokens: int, repeat: int, round_trip: float) -> list[dict]:
-    settings = Settings(dtype=dtype, models=models, demos=["text-generation", "fill-mask"], port=free_port())
-    store = ModelStore(settings, find_demos(settings.demos))
-    generator, fill = store.get("text-generation"), store.get("fill-mask")
-    generator.model.generation_config.min_new_tokens = tokens  # random weights may pick EOS: always make `tokens`
-    app = build_app(settings, store)
-    _, url, _ = launch(app, settings, prevent_thread_lock=True, quiet=True)
-    from gradio_client import Client
+def at_once(call: Callable[[int], object], visitors: int) -> tuple[float, list]:
+    """Seconds for `visitors` callers started together, and each one's result."""
+    with ThreadPoolExecutor(visitors) as pool:
+        start = time.perf_counter()
+        results = list(pool.map(call, range(visitors)))
+    return time.perf_counter() - start, results
 
-    client = Client(url, verbose=False)
-    http = httpx.Client(timeout=600)
-    name = str(store.dtype).replace("torch.", "")
-    try:
+
+def bench_language(
+    dtype: str, models: dict[str, str], cache: Path, args, round_trip: float, measured: set[str]
+) -> list[dict]:
+    """The rows for one dtype setting; none when it resolves to a dtype already `measured` (`auto` may)."""
+    settings = {
+        "demos": ["text-generation", "fill-mask"],
+        "models": models,
+        "dtype": dtype,
+        "cache_dir": str(cache),
+        "always_make_every_token": True,
+    }
+    with server_process("bench.serve_hub", json.dumps(settings)) as hub:
+        url, resolved = hub["url"], hub["dtype"]
+        if resolved in measured:
+            print(f"`{dtype}` picks {resolved} here: measured above.")
+            return []
+        measured.add(resolved)
+        # The bare side: the same weights in the same dtype, in this process's main thread.
+        generator = load_text_generator(models["text-generation"], DTYPES[resolved])
+        fill = load_fill_mask(models["fill-mask"], DTYPES[resolved])
         input_ids = generator.tokenizer(PROMPT, return_tensors="pt").input_ids
 
-        def bare_generate():
-            out = []
+        def bare_generate() -> None:
+            with torch.inference_mode():
+                out = generator.model.generate(
+                    input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=args.tokens,
+                    min_new_tokens=args.tokens, do_sample=False, pad_token_id=0,
+                )  # fmt: skip
+            assert out.shape[1] - input_ids.shape[1] == args.tokens
 
-            def generate():
-                with torch.inference_mode():
-                    out.append(generator.model.generate(
-                        input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=tokens, do_sample=False,
-                        pad_token_id=generator.tokenizer.eos_token_id,
-                    ))  # fmt: skip
-
-            thread = threading.Thread(target=generate)  # like the hub's job thread
-            thread.start()
-            thread.join()
-            assert out[0].shape[1] - input_ids.shape[1] == tokens
-
-        def core_generate():
-            *_, last = generate_stream(generator, PROMPT, GenerationSettings(max_new_tokens=tokens, decoding="greedy"))
-            assert len(last.new_ids) == tokens
-
-        def api_generate():
-            event_id = http.post(
-                f"{url}gradio_api/call/generate", json={"data": [PROMPT, tokens, "greedy", 0.8, 50, 0.95, 1.0, 0]}
-            )
-            updates = 0
-            with http.stream("GET", f"{url}gradio_api/call/generate/{event_id.json()['event_id']}") as stream:
-                for line in stream.iter_lines():  # read as it arrives: a browser's EventSource, or curl -N
-                    if line.startswith("event: "):
-                        event = line[len("event: ") :]
-                        updates += event == "generating"
-                    elif line.startswith("data: ") and event in ("complete", "error"):
-                        assert event == "complete", line
-                        assert isinstance(json.loads(line[len("data: ") :])[0], str)  # random weights: may be ""
-                        break
-            assert updates > 1, updates
-
-        gen = alternate({"bare": bare_generate, "core": core_generate, "api": api_generate}, repeat)
+        gen = alternate({"bare": bare_generate, "hub": lambda: stream_generate(url, args.tokens)}, args.repeat)
+        one_visitor_tps = args.tokens / gen["hub"]
+        wall, streams = at_once(lambda n: stream_generate(url, args.tokens, "sampling", n), args.visitors)
+        many_tps = args.visitors * args.tokens / wall
+        first_tokens = sorted(first for first, _ in streams)
 
         inputs = fill.tokenizer(MASKED, return_tensors="pt")
+        client = Client(url, verbose=False)
 
-        def bare_forward():
+        def bare_fill() -> None:
             with torch.inference_mode():
-                fill.model(**inputs)
+                fill.model(**inputs).logits[0].softmax(-1).topk(5)
 
         mask = alternate(
-            {
-                "bare": bare_forward,
-                "core": lambda: fill_mask(fill, MASKED, 5),
-                "api": lambda: client.predict(MASKED, 5, api_name="/fill_mask"),
-            },
-            repeat * 4,
+            {"bare": bare_fill, "hub": lambda: client.predict(MASKED, 5, api_name="/fill_mask")}, args.repeat * 4
         )
-    finally:
-        http.close()
-        app.close()
+        requests = 4
+        clients = [Client(url, verbose=False) for _ in range(args.visitors)]
 
+        def visitor(n: int) -> None:
+            for _ in range(requests):
+                clients[n].predict(MASKED, 5, api_name="/fill_mask")
+
+        one_rps = requests / at_once(visitor, 1)[0]
+        many_rps = args.visitors * requests / at_once(visitor, args.visitors)[0]
+
+    print(
+        f"{resolved}: generation {gen}; {args.visitors} streams {wall:.1f} s, first tokens {first_tokens}; "
+        f"fill-mask {mask}; fill-mask requests/s {one_rps:.2f} alone, {many_rps:.2f} with {args.visitors}",
+        flush=True,
+    )
+    tps = args.tokens / gen["bare"]
+    rows = [
+        {
+            "dtype": resolved,
+            "measure": f"GPT-2 {args.tokens} tokens, greedy, /generate streamed",
+            "bare script": f"{tps:.1f} tokens/s",
+            "hub": f"{one_visitor_tps:.1f} tokens/s",
+            "ratio": f"{one_visitor_tps / tps:.2f}x bare",
+            "target": ">= 0.95x",
+            "met": "yes" if one_visitor_tps >= 0.95 * tps else "NO",
+        },
+        {
+            "dtype": resolved,
+            "measure": f"{args.visitors} visitors streaming {args.tokens} tokens at once (sampling)",
+            "bare script": "",
+            "hub": f"{many_tps:.1f} tokens/s in all; first tokens {first_tokens[0]:.1f}-{first_tokens[-1]:.1f} s",
+            "ratio": f"{many_tps / one_visitor_tps:.2f}x one visitor",
+            "target": ">= 4x, first token <= 2 s",
+            "met": "yes" if many_tps >= 4 * one_visitor_tps and first_tokens[-1] <= 2 else "NO",
+        },
+        {
+            "dtype": resolved,
+            "measure": "BERT /fill_mask, one request",
+            "bare script": f"{mask['bare'] * 1e3:.0f} ms",
+            "hub": f"{mask['hub'] * 1e3:.0f} ms",
+            "ratio": f"hub - bare - round trip = {(mask['hub'] - mask['bare'] - round_trip) * 1e3:.0f} ms",
+            "target": f"<= {(mask['bare'] + round_trip + 0.010) * 1e3:.0f} ms",
+            "met": "yes" if mask["hub"] <= mask["bare"] + round_trip + 0.010 else "NO",
+        },
+        {
+            "dtype": resolved,
+            "measure": f"{args.visitors} visitors on /fill_mask at once",
+            "bare script": "",
+            "hub": f"{many_rps:.1f} requests/s (one visitor: {one_rps:.1f})",
+            "ratio": f"{many_rps / one_rps:.2f}x one visitor",
+            "target": ">= 2x",
+            "met": "yes" if many_rps >= 2 * one_rps else "NO",
+        },
+    ]
+    return rows
+
+
+def bench_beside_long_jobs(models: dict[str, str], cache: Path, args) -> list[dict]:
+    """A fill-mask request while someone fine-tunes or draws an image, against the same request on an idle hub."""
+    settings = {
+        "demos": ["fill-mask", "fine-tune", "text-to-image"],
+        "models": {"fill-mask": models["fill-mask"]},
+        "preset": "tiny",  # tiny fine-tune and text-to-image models: no download
+        "dtype": "float32",
+        "cache_dir": str(cache),
+        "image_budget": 1000.0,  # a long run to measure beside
+    }
     rows = []
-    for path in ("core", "api"):
-        rows.append(
-            {
-                "dtype": name,
-                "measure": f"GPT-2 {tokens} tokens, greedy: tokens/s",
-                "path": "hub core" if path == "core" else "HTTP API (streamed)",
-                "bare": f"{tokens / gen['bare']:.1f}",
-                "hub": f"{tokens / gen[path]:.1f}",
-                "hub / bare": f"{gen['bare'] / gen[path]:.0%} of bare speed",
-                "target met": "yes" if gen["bare"] / gen[path] >= 0.95 else "NO",
-            }
-        )
-    for path in ("core", "api"):
-        rows.append(
-            {
-                "dtype": name,
-                "measure": "BERT fill-mask: ms per request",
-                "path": "hub core" if path == "core" else "HTTP API",
-                "bare": f"{mask['bare'] * 1000:.0f}",
-                "hub": f"{mask[path] * 1000:.0f}",
-                "hub / bare": f"{mask[path] / mask['bare']:.2f}x",
-                "target met": "yes" if within_target(mask[path], mask["bare"], round_trip) else "NO",
-            }
-        )
+    with server_process("bench.serve_hub", json.dumps(settings)) as hub:
+        client = Client(hub["url"], verbose=False)
+        fill = lambda: client.predict(MASKED, 5, api_name="/fill_mask")  # noqa: E731
+        idle = alternate({"idle": fill}, args.repeat * 2)["idle"]
+        long_jobs = {
+            "fine-tune (10 epochs, batch 1)": lambda c: c.submit(
+                "Built-in: sentiment of short reviews", None, "text", "label", 10, 1e-4, 1, api_name="/fine_tune"
+            ),
+            "text-to-image (50 steps, 512x512)": lambda c: c.submit(
+                "a cat", "", 50, 0.0, 512, 512, 0, 1, True, api_name="/text_to_image"
+            ),
+        }
+        for name, start in long_jobs.items():
+            job = start(Client(hub["url"], verbose=False))
+            time.sleep(3)  # the job is under way
+            during = []
+            for _ in range(args.repeat * 2):
+                began = time.perf_counter()
+                fill()
+                during.append(time.perf_counter() - began)
+            running = not job.done()
+            job.cancel()
+            median = statistics.median(during)
+            rows.append(
+                {
+                    "measure": f"/fill_mask during {name}" + ("" if running else " (the job ended before the last)"),
+                    "idle ms": f"{idle * 1e3:.0f}",
+                    "during ms": f"{median * 1e3:.0f}",
+                    "ratio": f"{median / idle:.2f}x idle",
+                    "target": "<= 2x",
+                    "met": "yes" if median <= 2 * idle else "NO",
+                }
+            )
     return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tokens", type=int, default=64)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--visitors", type=int, default=16)
+    parser.add_argument("--dtypes", default="float32,auto", help="comma-separated dtypes [%(default)s]")
+    parser.add_argument("--skip-long-jobs", action="store_true", help="leave out fill-mask beside long jobs")
     args = parser.parse_args()
     round_trip = do_nothing_round_trip()
-    with tempfile.TemporaryDirectory() as folder:
+    print(f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    print(
+        f"Gradio do-nothing round trip (loopback, a server process of its own): {round_trip * 1e3:.0f} ms", flush=True
+    )
+    rows, measured = [], set()
+    with tempfile.TemporaryDirectory(prefix="bench-language-") as folder:
         models = build_full_size_models(Path(folder))
-        rows = []
-        auto = resolve_dtype("auto", pick_device())
-        for dtype in ("float32",) if auto == torch.float32 else ("float32", "auto"):
-            rows += bench_dtype(dtype, models, args.tokens, args.repeat, round_trip)
-    print(f"\nCPU: {cpu_name()}; `auto` picks {str(auto).replace('torch.', '')} here")
-    print(f"Gradio do-nothing round trip (gradio_client, loopback): {round_trip * 1000:.0f} ms")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+        for dtype in args.dtypes.split(","):
+            rows += bench_language(dtype, models, Path(folder) / "cache", args, round_trip, measured)
+        long_rows = [] if args.skip_long_jobs else bench_beside_long_jobs(models, Path(folder) / "cache", args)
+    print()
     print(markdown_table(rows))
+    if long_rows:
+        print()
+        print(markdown_table(long_rows))
 
 
 if __name__ == "__main__":

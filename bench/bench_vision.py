@@ -3,6 +3,10 @@ hub's core and its HTTP API against the bare library recipe on the same model an
 CLIP also with a repeated label set (text embeddings cached) against a new label set each request.
 /vit_attention (where ViT looks) against timm's forward with attentions (fused attention off, AttentionExtract).
 
+The hub serves from a process of its own (bench.serve_hub), the do-nothing round trips from another
+(bench.echo_server); the bare recipes and the hub's core functions run in this process's main thread, its only
+torch thread, as a plain script runs them. Hub and bare calls alternate.
+
     python -m bench.bench_vision                    # prints markdown tables for the README
     python -m bench.bench_vision --preset tiny      # the tiny test models: a quick check of the overheads
     python -m bench.bench_vision --model DIR        # a ViT saved by timm's save_for_hf instead of ViT-B/16
@@ -12,33 +16,25 @@ import argparse
 import copy
 import itertools
 import json
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import gradio as gr
 import numpy as np
 import open_clip
 import timm
 import torch
-from gradio_client import handle_file
+from gradio_client import Client, handle_file
 from PIL import Image
 from safetensors.torch import save_file
 from timm.data import create_transform, resolve_model_data_config
 from timm.utils import AttentionExtract
 
-from bench.common import do_nothing_round_trip, markdown_table, served
+from bench.common import alternate, cpu_name, do_nothing_round_trip, markdown_table, server_process
 from demos.clip import tab as clip_zero_shot
-from demos.clip.zero_shot import zero_shot
-from demos.vision import tab as image_classification
-from demos.vision.image_classification import build_tiny_vit, classify_image
+from demos.clip.zero_shot import load_clip, zero_shot
+from demos.vision.image_classification import build_tiny_vit, classify_image, load_classifier
 from demos.vision.vit_attention import vit_attention
-from hub.event_inputs import HubBlocks
 from hub.images import example_photos
-from hub.models import ModelStore
-from hub.settings import Settings
 
 LABELS = "a cat, a dog, a rocket"  # three labels, as in the project's reference measurements
 REPEAT = 9
@@ -118,49 +114,25 @@ def row(name: str, dtype: torch.dtype, bare: float, core: float, http: float, ro
     }
 
 
-def interleaved_medians(calls: dict[str, Callable[[], object]], repeat: int = REPEAT) -> dict[str, float]:
-    """Median seconds of each call, timed in turns (a, b, c, a, b, c, ...) so that load from other programs on
-    the machine falls on all of them alike; one untimed warm-up round first."""
-    for call in calls.values():
-        call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeat):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(seconds) for name, seconds in times.items()}
-
-
 def bench_dtype(
     dtype_name: str, vit_dir: Path, clip_dir: Path, photo: Path, cache: Path, vit_name: str, clip_name: str, repeat: int
 ):
-    settings = Settings(
-        demos=["image-classification", "zero-shot"],
-        models={"image-classification": str(vit_dir), "zero-shot": str(clip_dir)},
-        dtype=dtype_name,
-        cache_dir=cache,
-        offline=True,
-    )
-    demos = [image_classification.DEMO, clip_zero_shot.DEMO]
-    store = ModelStore(settings, demos)
-    classifier, clip = store.get("image-classification"), store.get("zero-shot")
-    # The two tabs exactly as the hub builds them, in the hub's own Blocks (its input checks run on every request);
-    # the hub's registry would also import every other demo.
-    with HubBlocks() as app:
-        for demo in demos:
-            with gr.Tab(demo.title):
-                demo.tab(store)
-        # Gradio's round trip for an image request that does nothing: the client uploads the file first, which a
-        # text request does not, so this is the fair "do-nothing" baseline for an image endpoint.
-        image, done = gr.Image(type="filepath"), gr.Textbox()
-        image.upload(lambda file: "ok", image, done, api_name="image_echo", preprocess=False)
-    with served(app) as client:
+    settings = {
+        "demos": ["image-classification", "zero-shot"],
+        "models": {"image-classification": str(vit_dir), "zero-shot": str(clip_dir)},
+        "dtype": dtype_name,
+        "cache_dir": str(cache),
+    }
+    with server_process("bench.serve_hub", json.dumps(settings)) as hub, server_process("bench.echo_server") as echo:
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[hub["dtype"]]
+        # The bare side and the hub's core: the same weights in the same dtype, in this process's main thread.
+        classifier, clip = load_classifier(str(vit_dir), dtype), load_clip(str(clip_dir), dtype)
+        client, echo_client = Client(hub["url"], verbose=False), Client(echo["url"], verbose=False)
 
-        def do_nothing() -> None:
-            client.predict(handle_file(str(photo)), api_name="/image_echo")
+        def do_nothing() -> None:  # Gradio's round trip for an image request: the upload too
+            echo_client.predict(handle_file(str(photo)), api_name="/image_echo")
 
-        vit = interleaved_medians(
+        vit = alternate(
             {
                 "round trip": do_nothing,
                 "bare": lambda: bare_vit(classifier.model, photo),
@@ -169,11 +141,11 @@ def bench_dtype(
             },
             repeat,
         )
-        vit_row = row(vit_name, store.dtype, vit["bare"], vit["core"], vit["http"], vit["round trip"])
+        vit_row = row(vit_name, dtype, vit["bare"], vit["core"], vit["http"], vit["round trip"])
 
         # Where ViT looks: hub and bare calls alternate, as above (rollout, the default view).
         extract = attention_extractor(classifier.model)
-        looks = interleaved_medians(
+        looks = alternate(
             {
                 "round trip": do_nothing,
                 "bare": lambda: bare_vit_attention(extract, photo),
@@ -184,7 +156,7 @@ def bench_dtype(
         )
         attention_row = row(
             f"{vit_name} /vit_attention (bare: forward with attentions)",
-            store.dtype,
+            dtype,
             looks["bare"],
             looks["core"],
             looks["http"],
@@ -201,37 +173,25 @@ def bench_dtype(
         def http(labels: str) -> None:
             client.predict(handle_file(str(photo)), labels, api_name="/zero_shot")
 
-        encodings = {"new": 0, "repeated": 0}
-
-        def counted(kind: str, call: Callable[[], object]) -> Callable[[], None]:
-            def run() -> None:
-                before = clip.text_cache.encodings
-                call()
-                encodings[kind] += clip.text_cache.encodings - before
-
-            return run
-
-        timings = interleaved_medians(
+        timings = alternate(
             {
                 "round trip": do_nothing,
                 "bare": lambda: bare_clip(clip.model, clip.preprocess, clip.tokenizer, photo, labels),
                 "core new": lambda: zero_shot(clip, [str(photo)], new_labels()),
                 "core repeated": lambda: zero_shot(clip, [str(photo)], LABELS),
-                "http new": counted("new", lambda: http(new_labels())),
-                "http repeated": counted("repeated", lambda: http(LABELS)),
+                "http new": lambda: http(new_labels()),
+                "http repeated": lambda: http(LABELS),
             },
             repeat,
         )
-        calls = repeat + 1
         clip_rows = [
             row(
                 f"{clip_name}, {kind} label set",
-                store.dtype,
+                dtype,
                 timings["bare"],
                 timings[f"core {kind}"],
                 timings[f"http {kind}"],
                 timings["round trip"],
-                **{"text encodings (HTTP)": f"{encodings[kind]} in {calls} requests"},
             )
             for kind in ("new", "repeated")
         ]
@@ -276,7 +236,8 @@ def main() -> None:
         Image.fromarray(np.asarray(example_photos()[1])).save(photo, quality=95)  # 600x400, like a web photo
 
         text_round_trip = do_nothing_round_trip()
-        print(f"Gradio do-nothing round trip, text: {text_round_trip * 1e3:.0f} ms\n")
+        print(f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+        print(f"Gradio do-nothing round trip, text (a server process of its own): {text_round_trip * 1e3:.0f} ms\n")
         vit_rows, clip_rows = [], []
         for dtype_name in args.dtypes.split(","):
             more_vit, more_clip = bench_dtype(

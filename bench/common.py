@@ -1,13 +1,21 @@
 """What every benchmark shares: serving an app on loopback, timing calls, and the do-nothing round trip
-that Gradio itself costs (measured in the same run, so ratios compare like with like)."""
+that Gradio itself costs (measured in the same run, so ratios compare like with like).
+
+What is compared with what: the hub runs in a server process of its own (bench.serve_hub), as visitors meet it; the
+do-nothing round trip is served by another process (bench.echo_server); the bare library calls run in the
+benchmark's own process, in its main thread, the only thread there that ever runs torch, as a plain script runs
+them. A second thread running torch in the same process would slow both down (libgomp, see hub.model_thread)."""
 
 import atexit
 import contextlib
+import json
 import os
 import platform
 import shutil
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -54,13 +62,46 @@ def served(app: gr.Blocks) -> Iterator[Client]:
         app.close()
 
 
+@contextlib.contextmanager
+def server_process(module: str, *args: str) -> Iterator[dict]:
+    """Run `python -m module args` (a server that prints one JSON line with its "url" once it serves) and yield
+    that line; the server is ended on exit."""
+    # The server serves until its stdin closes: when this process ends, however it ends, so does the server.
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        for line in process.stdout:
+            if line.startswith("{"):
+                yield json.loads(line)
+                break
+        else:
+            raise RuntimeError(f"{module} ended without serving (exit code {process.wait()})")
+    finally:
+        process.stdin.close()
+        process.wait(timeout=60)
+
+
 def do_nothing_round_trip(repeat: int = 20) -> float:
-    """Seconds Gradio's own round trip costs for a request that does nothing (gradio_client, loopback)."""
-    with gr.Blocks() as app:
-        box = gr.Textbox()
-        box.submit(lambda text: text, box, box, api_name="echo")
-    with served(app) as client:
+    """Seconds Gradio's own round trip costs for a request that does nothing (gradio_client, loopback), served by
+    a process of its own."""
+    with server_process("bench.echo_server") as info:
+        client = Client(info["url"], verbose=False)
         return median_seconds(lambda: client.predict("x", api_name="/echo"), repeat=repeat, warmup=3)
+
+
+def alternate(calls: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Median seconds of each call, timed in turns (a, b, c, a, b, c, ...) so that load from other programs on the
+    machine falls on all of them alike; one untimed warm-up round first."""
+    for call in calls.values():
+        call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeat):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
 def within_target(hub_s: float, bare_s: float, round_trip_s: float) -> bool:

@@ -3,16 +3,18 @@
 On a CPU one forward pass over 16 short inputs costs far less than 16 passes over one (bigger matrix products, one
 trip through the Python of the model), so under load each visitor waits less. Gradio's own `batch=True` cannot fail
 one item of a batch alone, so the tabs use this instead: each request is checked in its own handler thread first,
-then only its model input joins a batch; each caller gets its own result, or its own exception.
+then only its model input joins a batch; each caller gets its own result, or its own exception. The batches run on
+the model thread (hub.model_thread), between other visitors' work.
 """
 
 import queue
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Generic, TypeVar
+
+from hub import model_thread
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -22,10 +24,10 @@ WAIT_S = 0.005  # how long the first request of a batch waits for others; a lone
 
 
 class MicroBatcher(Generic[Item, Result]):
-    """`batcher(item)` blocks until `run_batch([..., item, ...])` has run in the batcher's worker thread, together
-    with the other items that arrived within `wait_s` of the first waiting one (at most `max_size`), and returns
-    this item's result. `run_batch` returns one result per item, in order. When a batch of several fails, each of
-    its items is run again alone, so an error reaches only the caller whose item causes it."""
+    """`batcher(item)` blocks until `run_batch([..., item, ...])` has run on the model thread, together with the
+    other items that arrived within `wait_s` of the first waiting one (at most `max_size`), and returns this item's
+    result. `run_batch` returns one result per item, in order. When a batch of several fails, each of its items is
+    run again alone, so an error reaches only the caller whose item causes it."""
 
     def __init__(
         self, run_batch: Callable[[list[Item]], list[Result]], max_size: int = MAX_BATCH, wait_s: float = WAIT_S
@@ -33,31 +35,32 @@ class MicroBatcher(Generic[Item, Result]):
         self.run_batch, self.max_size, self.wait_s = run_batch, max_size, wait_s
         self.batch_sizes: Counter[int] = Counter()  # batch size -> how many batches of that size ran
         self._waiting: queue.SimpleQueue[tuple[float, Item, Future]] = queue.SimpleQueue()
-        self._worker: threading.Thread | None = None
-        self._lock = threading.Lock()
 
     def __call__(self, item: Item) -> Result:
         done: Future = Future()
+        if model_thread.is_model_thread():  # called from work already on the model thread: nobody can join it
+            self._run([(item, done)])
+            return done.result()
         self._waiting.put((time.monotonic(), item, done))
-        with self._lock:  # the worker starts with the first request (and again should it ever have died)
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(target=self._serve, name="micro-batcher", daemon=True)
-                self._worker.start()
+        # Each call asks the model thread for one batch; the first takes every item waiting, the others find none.
+        model_thread.submit(self._serve_one_batch)
         return done.result()
 
-    def _serve(self) -> None:
-        while True:
-            arrived, item, done = self._waiting.get()
-            batch = [(item, done)]
-            # Wait from the first request's arrival: under load the queue already holds the next batch, so no wait.
-            deadline = arrived + self.wait_s
-            while len(batch) < self.max_size:
-                try:
-                    _, item, done = self._waiting.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                batch.append((item, done))
-            self._run(batch)
+    def _serve_one_batch(self) -> None:
+        try:
+            arrived, item, done = self._waiting.get_nowait()
+        except queue.Empty:
+            return
+        batch = [(item, done)]
+        # Wait from the first request's arrival: under load the queue already holds the next batch, so no wait.
+        deadline = arrived + self.wait_s
+        while len(batch) < self.max_size:
+            try:
+                _, item, done = self._waiting.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            batch.append((item, done))
+        self._run(batch)
 
     def _run(self, batch: list[tuple[Item, Future]]) -> None:
         self.batch_sizes[len(batch)] += 1

@@ -5,6 +5,8 @@ import time
 
 import torch
 
+from hub import model_thread
+
 
 def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -12,7 +14,8 @@ def pick_device() -> str:
 
 @functools.cache
 def bfloat16_is_faster(device: str) -> bool:
-    """Time a matmul in both formats: CPUs with matrix units run bf16 several times faster, others slower."""
+    """Time a matmul in both formats: CPUs with matrix units run bf16 several times faster, others slower. The
+    timing runs on the model thread, as all torch work does."""
     if device == "cuda":
         return torch.cuda.is_bf16_supported()
 
@@ -24,10 +27,13 @@ def bfloat16_is_faster(device: str) -> bool:
             a @ a
         return time.perf_counter() - start
 
-    try:
-        return seconds(torch.bfloat16) < 0.8 * seconds(torch.float32)
-    except RuntimeError:  # no bf16 kernels on this CPU
-        return False
+    def faster() -> bool:
+        try:
+            return seconds(torch.bfloat16) < 0.8 * seconds(torch.float32)
+        except RuntimeError:  # no bf16 kernels on this CPU
+            return False
+
+    return model_thread.run(faster)
 
 
 def resolve_dtype(name: str, device: str) -> torch.dtype:

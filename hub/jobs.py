@@ -1,5 +1,6 @@
-"""Long jobs: a blocking library call (GPT-2's `generate`, a diffusion pipeline, a training loop) run in a worker
-thread, its progress read at a bounded rate, and stopped on Stop, on a client's cancel, when the visitor leaves and
+"""Long jobs: a blocking library call (GPT-2's generation, a diffusion pipeline, a training loop) run from a worker
+thread, which hands its torch work to the model thread (hub.model_thread) a step at a time, its progress read at a
+bounded rate, and stopped on Stop, on a client's cancel, when the visitor leaves and
 at a time limit.
 
     job = Job(time_limit_s=180)
@@ -22,6 +23,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from hub import model_thread
 
 # Worker threads running now; tests read it to check that a stopped job really ends.
 running_jobs: set[threading.Thread] = set()
@@ -82,6 +85,8 @@ class Job:
         until the end can still be closed by a cancel or a visitor who leaves). The last progress is always
         yielded once the work ends; an error raised by the work is raised here. Closing the iterator stops the
         work at its next check (without waiting for it)."""
+        if model_thread.is_model_thread():  # its reader would wait for work that can only run where it waits
+            raise RuntimeError("A job's reader waits for the model thread: mark its handler off_model_thread.")
         done = threading.Event()
         failure: list[BaseException] = []
 
@@ -145,6 +150,8 @@ class VisitorJobs:
     def stop(self, session: str, wait_s: float = 5.0) -> list[Job]:
         """Stop every job of this visitor and wait (at most `wait_s`) until their workers have ended; the stopped
         jobs, oldest first."""
+        if model_thread.is_model_thread():  # the jobs' last steps would wait for it to return
+            raise RuntimeError("Stopping jobs waits for the model thread: mark the handler off_model_thread.")
         with self._lock:
             jobs = list(self._jobs.get(session, []))
         for job in jobs:

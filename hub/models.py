@@ -1,4 +1,4 @@
-"""ModelStore: loads each demo's model once, lazily and thread-safely, and explains failures."""
+"""ModelStore: loads each demo's model once, lazily and thread-safely, on the model thread, and explains failures."""
 
 import copy
 import logging
@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hub import model_thread
 from hub.demo import Demo
 from hub.device import pick_device, resolve_dtype
 from hub.errors import ModelUnavailableError
@@ -79,15 +80,18 @@ class ModelStore:
         return model_status(source, self.demos[demo_id].hub_repos(source), cached)
 
     def get(self, demo_id: str, on_load: Callable[[str], None] | None = None) -> Any:
-        """The demo's model, loading it on first use; `on_load(message)` is told when a load starts."""
+        """The demo's model, loading it on the model thread on first use; `on_load(message)` is told (in the
+        caller's thread) when the caller has to wait for a load."""
         if demo_id in self._models:
             return self._models[demo_id]
+        if on_load:
+            on_load(f"Loading {self.source(demo_id)} (first use, this can take a while)...")
+        return model_thread.run(self._load_once, demo_id)
+
+    def _load_once(self, demo_id: str) -> Any:
         with self._locks[demo_id]:  # a second first request waits here instead of loading again
             if demo_id not in self._models:
-                source = self.source(demo_id)
-                if on_load:
-                    on_load(f"Loading {source} (first use, this can take a while)...")
-                self._models[demo_id] = self._load(self.demos[demo_id], source)
+                self._models[demo_id] = self._load(self.demos[demo_id], self.source(demo_id))
         return self._models[demo_id]
 
     def _load(self, demo: Demo, source: str) -> Any:

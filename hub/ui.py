@@ -1,4 +1,5 @@
-"""UI pieces every tab shares: error reporting, model loading messages, the code accordion."""
+"""UI pieces every tab shares: error reporting and the model thread for every handler, model loading messages, the
+code accordion."""
 
 import functools
 import inspect
@@ -8,6 +9,7 @@ from typing import Any
 
 import gradio as gr
 
+from hub import model_thread
 from hub.errors import HubError
 from hub.event_inputs import refuse
 from hub.models import ModelStore
@@ -25,13 +27,17 @@ def _as_gradio_error(error: Exception) -> gr.Error:
 
 
 def show_errors(fn: Callable) -> Callable:
-    """Turn HubError into a message for the person, and any other error into a short one (never a traceback)."""
+    """Turn HubError into a message for the person, and any other error into a short one (never a traceback).
+    The handler runs on the model thread (a generator: each of its steps), where all torch work runs, unless it is
+    marked with hub.model_thread.off_model_thread (it hands the model thread its work itself)."""
+    on_model_thread = not getattr(fn, model_thread.OFF, False)
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
         def wrapped_generator(*args, **kwargs):
             try:
-                yield from fn(*args, **kwargs)
+                stream = fn(*args, **kwargs)
+                yield from model_thread.steps(stream) if on_model_thread else stream
             except Exception as error:
                 raise _as_gradio_error(error) from error
 
@@ -40,7 +46,7 @@ def show_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            return model_thread.run(fn, *args, **kwargs) if on_model_thread else fn(*args, **kwargs)
         except Exception as error:
             raise _as_gradio_error(error) from error
 

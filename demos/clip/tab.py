@@ -31,10 +31,12 @@ from demos.clip.zero_shot import (
     zero_shot_request,
     zero_shot_scores,
 )
+from hub import model_thread
 from hub.batching import MAX_BATCH, MicroBatcher
 from hub.demo import Demo
 from hub.images import example_photos, image_path
 from hub.links import link_inputs
+from hub.model_thread import off_model_thread
 from hub.models import ModelStore
 from hub.ui import code_accordion, load_model, show_errors
 
@@ -107,11 +109,13 @@ def zero_shot_tab(store: ModelStore) -> None:
 
     def match(image: Any, labels: Any, template: Any, ensemble: Any, progress: gr.Progress | None) -> ZeroShotResult:
         clip = load_model(store, DEMO_ID, progress)
-        request = zero_shot_request(clip, [image], labels, template, ensemble)
-        return zero_shot_scores(clip, request, batched(request.pixels[0]).unsqueeze(0))
+        request = model_thread.run(zero_shot_request, clip, [image], labels, template, ensemble)
+        features = batched(request.pixels[0])  # the image encoder's pass, shared with other visitors
+        return model_thread.run(zero_shot_scores, clip, request, features.unsqueeze(0))
 
     # preprocess=False: the handler gets the uploaded files themselves, so hub.images can refuse bad ones clearly.
     @show_errors
+    @off_model_thread  # the batcher runs the image encoder on the model thread
     def zero_shot_endpoint(
         image: Any,
         labels: str = DEFAULT_LABELS,
@@ -134,6 +138,7 @@ def zero_shot_tab(store: ModelStore) -> None:
         return match(image, labels, template, ensemble, progress).probabilities[0]
 
     @show_errors
+    @off_model_thread
     def show(
         image: Any, labels: str = DEFAULT_LABELS, template: str = DEFAULT_TEMPLATE, ensemble: bool = False,
         progress=gr.Progress(),

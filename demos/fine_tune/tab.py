@@ -41,6 +41,7 @@ from demos.fine_tune.training import (
 )
 from hub.demo import Demo
 from hub.links import link_inputs
+from hub.model_thread import off_model_thread
 from hub.models import ModelStore
 from hub.ui import code_accordion, load_model, show_errors
 from hub.visitors import StopSwitches, caller_id, session_id
@@ -281,6 +282,7 @@ def fine_tune_tab(store: ModelStore) -> None:
     last_run = gr.State()
 
     @show_errors
+    @off_model_thread  # its training job hands the model thread one step at a time
     def fine_tune(dataset=BUILTIN, csv_file=None, text_column=TEXT_COLUMN, label_column=LABEL_COLUMN,
                   epochs=DEFAULTS.epochs, learning_rate=DEFAULTS.learning_rate, batch_size=DEFAULTS.batch_size,
                   max_length=DEFAULTS.max_length, warmup=DEFAULTS.warmup, weight_decay=DEFAULTS.weight_decay,
@@ -369,6 +371,7 @@ def fine_tune_tab(store: ModelStore) -> None:
         )
 
     @show_errors
+    @off_model_thread  # at once, not after someone's step
     def request_stop(request: gr.Request):
         """Stop: the training thread ends at its next step; the page says so at once and drops the half-drawn
         tables (the loss curve stays: it shows how far the run got)."""

@@ -3,9 +3,11 @@ linear learning-rate schedule with warm-up), short enough to read, faster than `
 stopped between two steps. Also its settings, the held-out evaluation, the metrics the API returns and the code
 that reproduces a run with the library alone.
 
-    for run in train_stream(backbone, data, TrainingSettings(epochs=1)):  # step by step, in this thread
+    for run in train_stream(backbone, data, TrainingSettings(epochs=1)):  # step by step
         print(run.step, run.losses[-1:])
-    for run in train_live(backbone, data, settings, probes, stop):  # in a worker thread, a few updates a second
+    for run in train_live(backbone, data, settings, probes, stop):  # as a job, a few updates a second
+
+Each step runs on the model thread (hub.model_thread), so other visitors' requests run between two steps.
         show(run)
 """
 
@@ -27,6 +29,7 @@ from transformers import (
 
 from demos.fine_tune.data import DEFAULT_PROBES, LabelledTexts
 from demos.fine_tune.model import Backbone, as_labels, class_probabilities, new_classifier
+from hub import model_thread
 from hub.checks import check_int, check_number
 from hub.errors import HubError
 from hub.jobs import Job, running_jobs
@@ -266,11 +269,11 @@ def train_stream(
     stop: threading.Event | None = None,
     time_limit_s: float = TIME_LIMIT_S,
 ) -> Iterator[TrainingRun]:
-    """The training in this thread, step by step: yields the run after the first evaluation, each step and each
-    epoch. Setting `stop` ends the run at the next step without a model (closing the iterator does the same);
+    """The training step by step, each step on the model thread: yields the run after the first evaluation, each
+    step and each epoch. Setting `stop` ends the run at the next step without a model (closing the iterator does the same);
     past `time_limit_s` the run ends with the model so far."""
     probes = list(DEFAULT_PROBES) if probes is None else probes
-    return train(Job(time_limit_s, stop), backbone, data, settings, probes)
+    return model_thread.steps(train(Job(time_limit_s, stop), backbone, data, settings, probes))
 
 
 def train_live(
@@ -281,12 +284,12 @@ def train_live(
     stop: threading.Event | None = None,
     update_every_s: float = UPDATE_EVERY_S,
 ) -> Iterator[TrainingRun]:
-    """The training as a hub.jobs.Job, in a worker thread: yields a copy of the run at most every `update_every_s`,
+    """The training as a hub.jobs.Job, whose thread hands the model thread one step at a time: yields a copy of the run at most every `update_every_s`,
     and the last one. Setting `stop`, or closing the iterator (Cancel, a client's cancel, a visitor who leaves),
     ends the run at the next step without a model; the Job's deadline is the run's time limit."""
 
     def work(job: Job) -> None:
-        for run in train(job, backbone, data, settings, probes):
+        for run in model_thread.steps(train(job, backbone, data, settings, probes)):
             job.post(run.snapshot())
 
     return Job(TIME_LIMIT_S, stop).run(work, name="fine-tune", update_every_s=update_every_s)

@@ -15,6 +15,7 @@ from hub.checks import check_int, check_text, use_model_mask
 from hub.demo import Demo
 from hub.errors import HubError
 from hub.links import link_inputs
+from hub.model_thread import off_model_thread
 from hub.models import ModelStore
 from hub.ui import code_accordion, load_model, show_errors
 
@@ -191,6 +192,7 @@ def fill_mask_tab(store: ModelStore) -> None:
         return batched(fill_mask_request(fill.tokenizer, text, top_k))
 
     @show_errors
+    @off_model_thread  # the batcher runs the forward pass on the model thread
     def fill_mask_endpoint(text: str, top_k: float = TOP_K, progress=gr.Progress()):
         """Guess the hidden word: BERT's probabilities for the first mask in the text.
 
@@ -204,6 +206,7 @@ def fill_mask_tab(store: ModelStore) -> None:
         return fill_in(text, top_k, progress).predictions[0]
 
     @show_errors
+    @off_model_thread
     def show(text: str, top_k: float = TOP_K, progress=gr.Progress()):
         result = fill_in(text, top_k, progress)
         mask = store.get(DEMO_ID).tokenizer.mask_token

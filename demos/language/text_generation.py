@@ -21,20 +21,19 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     RepetitionPenaltyLogitsProcessor,
-    StoppingCriteria,
-    StoppingCriteriaList,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
-    set_seed,
 )
 
 from hub import tiny
 from hub.checks import check_choice, check_int, check_number, check_text
+from hub.continuous_batching import MAX_ROWS, Decoding, batcher_for
 from hub.demo import Demo
 from hub.errors import HubError
 from hub.jobs import Job, VisitorJobs, running_jobs
 from hub.links import link_inputs
+from hub.model_thread import off_model_thread
 from hub.models import ModelStore
 from hub.ui import code_accordion, load_model, show_errors
 from hub.visitors import session_id
@@ -165,18 +164,10 @@ def fit_prompt(generator: TextGenerator, prompt: str, max_new_tokens: int) -> Pr
     return Prompt(ids[:, cut:], cut)
 
 
-class _JobWatch(StoppingCriteria):
-    """Called by `generate` (in the job's thread) after each new token: posts the token ids so far to the job, and
-    stops the generation when the job should stop. Posting wakes nobody: the reader looks a few times a second, as
-    every wake-up would take the GIL from the generating thread."""
-
-    def __init__(self, job: Job):
-        self.job, self.new_ids = job, []
-
-    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        self.new_ids.append(int(input_ids[0, -1]))
-        self.job.post(self.new_ids)
-        return torch.full((input_ids.shape[0],), self.job.should_stop(), dtype=torch.bool, device=input_ids.device)
+def eos_token_ids(model: PreTrainedModel) -> frozenset[int]:
+    """The tokens that end a generation, as `generate` reads them from the model's generation config."""
+    eos = model.generation_config.eos_token_id
+    return frozenset([] if eos is None else [eos] if isinstance(eos, int) else eos)
 
 
 # Generation threads running now; tests read it to check that Stop really stops them.
@@ -204,8 +195,10 @@ def generate_stream(
     update_every_s: float = UPDATE_EVERY_S,
     job: Job | None = None,
 ) -> Iterator[Generation]:
-    """Yield the continuation so far while `generate` runs as a job (`job`, or a new one with `stop` and the time
-    limit), starting with the empty one; closing the iterator stops it."""
+    """Yield the continuation so far while the generation runs as a job (`job`, or a new one with `stop` and the
+    time limit), starting with the empty one; closing the iterator stops it. The tokens are those of
+    `set_seed(seed); model.generate(...)`; they are made on the model thread, in decode steps shared with everyone
+    generating at the same time (hub.continuous_batching)."""
     fitted = fit_prompt(generator, check_text(prompt, "Prompt", MAX_PROMPT_CHARS), settings.max_new_tokens)
     model, input_ids = generator.model, fitted.input_ids.to(generator.model.device)
     prompt_ids = fitted.input_ids[0].tolist()
@@ -214,15 +207,20 @@ def generate_stream(
 
     def generate(job: Job) -> None:
         started = time.perf_counter()
-        set_seed(settings.seed)
-        with torch.inference_mode():
-            model.generate(
-                input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                pad_token_id=generator.tokenizer.eos_token_id,
-                stopping_criteria=StoppingCriteriaList([_JobWatch(job)]),
-                **settings.generate_kwargs(),
-            )
+        decoding = Decoding(
+            input_ids,
+            settings.max_new_tokens,
+            sampling_processors(settings),
+            # what set_seed(seed) does to torch's own generator, for this visitor alone
+            torch.Generator(model.device).manual_seed(settings.seed) if settings.decoding == "sampling" else None,
+            eos_token_ids(model),
+            should_stop=job.should_stop,  # checked after each token, as a stopping criterion of `generate` is
+            on_token=lambda new_ids: job.post(list(new_ids)),  # wakes nobody: the reader looks a few times a second
+        )
+        batcher_for(model).start(decoding)
+        decoding.ended.wait()
+        if decoding.error is not None:
+            raise decoding.error
         ended["seconds"] = time.perf_counter() - started
         if len(job.progress or []) < settings.max_new_tokens and job.should_stop():
             ended["stopped"] = "time limit" if job.out_of_time() else "stop"
@@ -399,6 +397,7 @@ def text_generation_tab(store: ModelStore) -> None:
     )
 
     @show_errors
+    @off_model_thread  # its job hands the model thread the generation, a token at a time
     def generate(prompt, max_new_tokens=DEFAULTS.max_new_tokens, decoding=DEFAULTS.decoding,
                  temperature=DEFAULTS.temperature, top_k=DEFAULTS.top_k, top_p=DEFAULTS.top_p,
                  repetition_penalty=DEFAULTS.repetition_penalty, seed=DEFAULTS.seed, request: gr.Request = None,
@@ -433,6 +432,7 @@ def text_generation_tab(store: ModelStore) -> None:
         yield partial.text, partial
 
     @show_errors
+    @off_model_thread  # it waits for the generation's last step, which runs on the model thread
     def request_stop(request: gr.Request = None):
         """Stop: the generation ends after its current token; the text so far stays, and the line says where."""
         shown = [job for job in visitor_jobs.stop(session_id(request)) if job.shown is not None]
@@ -468,7 +468,8 @@ def text_generation_tab(store: ModelStore) -> None:
 
     def run_after(trigger, **api) -> gr.events.Dependency:
         """The generation and what follows it, after a trigger (the button or Enter, or a clicked example)."""
-        event = trigger(generate, [prompt, *settings_inputs], [output, generation], concurrency_limit=1,
+        # Everyone generating at once shares the decode steps (hub.continuous_batching), up to its rows.
+        event = trigger(generate, [prompt, *settings_inputs], [output, generation], concurrency_limit=MAX_ROWS,
                         concurrency_id=DEMO_ID, **api)  # fmt: skip
         event.success(explain, explain_inputs, explained, api_visibility="private")
         event.success(fit_slider_to_loaded_model, None, max_new_tokens, queue=False, api_visibility="private")

@@ -15,7 +15,7 @@ from diffusers import (
 )
 from PIL import Image
 
-from hub import tiny
+from hub import model_thread, tiny
 from hub.checks import check_int, check_number, check_text
 from hub.errors import HubError
 from hub.jobs import Job, running_jobs
@@ -226,7 +226,8 @@ def generate_frames(
     slots: threading.Semaphore | None = None,
 ) -> Iterator[Frame]:
     """Yield a Frame after every denoising step (with preview images if asked) and a final Frame with the images.
-    The pipeline runs as a job; setting `stop`, or closing this iterator, ends it after the current step. With
+    The pipeline runs as a job, on the model thread, which serves other visitors' work between two denoising steps;
+    setting `stop`, or closing this iterator, ends it after the current step. With
     `slots`, the job waits for a free one and holds it until its thread has ended (see hub.jobs)."""
     prompt = check_text(prompt, "Prompt", MAX_PROMPT_CHARS)
     # A pipeline object of its own for this call: the scheduler and the pipeline keep per-call state, and
@@ -239,6 +240,7 @@ def generate_frames(
 
     def draw(job: Job) -> None:
         def on_step_end(pipeline: DiffusionPipeline, index: int, timestep, tensors: dict) -> dict:
+            model_thread.serve_waiting()  # others wait for one step of this image, not for all of it
             if job.should_stop():
                 raise _Stopped
             done, total = index + 1, getattr(pipeline, "_num_timesteps", settings.steps)
@@ -251,15 +253,18 @@ def generate_frames(
             job.post(done)
             return tensors
 
-        try:
+        def call_pipeline():
             with torch.inference_mode():
-                output = pipe(
+                return pipe(
                     prompt,
                     generator=settings.generators(),
                     callback_on_step_end=on_step_end,
                     callback_on_step_end_tensor_inputs=["latents"],
                     **settings.pipeline_kwargs(),
                 )
+
+        try:
+            output = model_thread.run(call_pipeline)
         except _Stopped:
             return
         frames.append(Frame(settings.steps, settings.steps, list(output.images), final=True))

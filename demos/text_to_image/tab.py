@@ -25,6 +25,7 @@ from demos.text_to_image.pipeline import (
 )
 from hub.checks import check_text
 from hub.links import link_inputs
+from hub.model_thread import off_model_thread
 from hub.models import ModelStore
 from hub.ui import code_accordion, load_model, show_errors
 from hub.visitors import StopSwitches, session_id
@@ -149,6 +150,7 @@ def text_to_image_tab(store: ModelStore) -> None:
     running_slots = threading.BoundedSemaphore(store.settings.diffusion_concurrency)
 
     @show_errors
+    @off_model_thread  # its job runs the pipeline on the model thread, step by step
     def generate(prompt, negative_prompt=None, steps=DEFAULTS.steps, guidance_scale=DEFAULTS.guidance_scale,
                  width=DEFAULTS.width, height=DEFAULTS.height, seed=DEFAULTS.seed, num_images=DEFAULTS.num_images,
                  show_steps=True, request: gr.Request = None, progress=gr.Progress()):  # fmt: skip
@@ -210,6 +212,7 @@ def text_to_image_tab(store: ModelStore) -> None:
                         yield gr.skip(), gr.skip(), step_text(frame.step, frame.steps)
 
     @show_errors
+    @off_model_thread  # at once, not after someone's step
     def request_stop(request: gr.Request = None) -> None:  # ends the job after this step; a cancel waits for a frame
         stop_switches.stop_all(session_id(request))
 

@@ -9,10 +9,11 @@ from demos.vision.image_classification import (
     DEMO_ID,
     MAX_TOP_K,
     TOP_K,
+    ClassificationResult,
+    as_image,
     build_tiny_vit,
     check_top_k,
     class_probabilities,
-    classify_image,
     hub_repos,
     load_classifier,
     model_input,
@@ -21,10 +22,12 @@ from demos.vision.image_classification import (
     top_classes,
 )
 from demos.vision.vit_attention import vit_attention_section
+from hub import model_thread
 from hub.batching import MAX_BATCH, MicroBatcher
 from hub.demo import Demo
 from hub.images import example_photos
 from hub.links import link_inputs
+from hub.model_thread import off_model_thread
 from hub.models import ModelStore
 from hub.ui import code_accordion, load_model, show_errors
 
@@ -61,6 +64,7 @@ def image_classification_tab(store: ModelStore) -> None:
 
     # preprocess=False: the handler gets the uploaded file itself, so hub.images can refuse bad files with a message.
     @show_errors
+    @off_model_thread  # the batcher runs the forward pass on the model thread
     def classify_image_endpoint(image: Any, top_k: float = TOP_K, progress=gr.Progress()):
         """Name what is in a photo: the Vision Transformer's most likely ImageNet classes.
 
@@ -72,14 +76,20 @@ def image_classification_tab(store: ModelStore) -> None:
             The top_k classes, each with its probability (a fraction from 0 to 1), most likely first.
         """
         classifier = load_model(store, DEMO_ID, progress)
-        pixels = model_input(classifier, image)
-        return top_classes(classifier, batched(pixels), check_top_k(classifier, top_k))
+        pixels = model_thread.run(model_input, classifier, image)
+        return model_thread.run(top_classes, classifier, batched(pixels), check_top_k(classifier, top_k))
 
     @show_errors
+    @off_model_thread
     def show(image: Any, top_k: float = TOP_K, progress=gr.Progress()):
         classifier = load_model(store, DEMO_ID, progress)
-        result = classify_image(classifier, image, top_k, run=batched)
-        view = patch_view(classifier, result.model_input)
+        pixels = model_thread.run(model_input, classifier, image)
+        probabilities, k = batched(pixels), check_top_k(classifier, top_k)
+        # as classify_image does, with the forward pass in the batcher and the rest on the model thread
+        result = model_thread.run(
+            lambda: ClassificationResult(top_classes(classifier, probabilities, k), as_image(classifier, pixels))
+        )
+        view = model_thread.run(patch_view, classifier, result.model_input)
         return (
             result.probabilities,
             view.image,
