@@ -6,6 +6,7 @@ Every demo, in tab order. Adding a demo = one module here, one line in DEMOS and
 
 from demos import (
     attention,
+    before_transformers,
     clip_zero_shot,
     fill_mask,
     fine_tune,
@@ -27,6 +28,7 @@ DEMOS: list[Demo] = [
     attention.DEMO,
     layers.DEMO,
     positional_encoding.DEMO,
+    before_transformers.DEMO,
 ]
 
 

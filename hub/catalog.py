@@ -85,6 +85,7 @@ CATALOG = (
         module="demos.positional_encoding",
         uses=LANGUAGE_MODELS,
     ),
+    Entry("before-transformers", "Before transformers", "", tiny=False, module="demos.before_transformers"),
     # The encoder the language views compare with; it has no tab and no --model of its own.
     Entry("minilm", "MiniLM encoder", MINILM, (MINILM,), packaged_in=MINILM_PACKAGE, tiny=False, tab=False),
 )
