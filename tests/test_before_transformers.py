@@ -211,7 +211,7 @@ def test_api_bad_input_gets_a_message_and_the_server_keeps_serving(hub_url, clie
 
 
 def test_api_a_refused_request_reaches_the_client_as_its_message(client):
-    with pytest.raises(AppError, match="Training steps x Longest length is at most 102,400"):
+    with pytest.raises(AppError, match="Training steps x Longest length is at most 96,000"):
         client.predict(128, 0, 1000, api_name="/sequence_race")
 
 
@@ -221,7 +221,7 @@ def race_threads() -> list:
 
 def test_api_cancel_really_stops_the_race(hub_url):
     client = Client(hub_url, verbose=False)
-    job = client.submit(128, 0, 800, api_name="/sequence_race")  # minutes of training
+    job = client.submit(128, 0, 700, api_name="/sequence_race")  # minutes of training
     deadline = time.monotonic() + 60
     while not race_threads() and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -1,7 +1,7 @@
 """The race: train the three models on the same batches with the same seed, then measure each one's held-out
 accuracy and forward time at every length. Plain values in, plain values out (the JSON of /sequence_race).
 
-    result = sequence_race(length_max=64, seed=0, steps=300)
+    result = sequence_race(length_max=64, seed=0, steps=500)
     result["models"]["attention"]["accuracy"]  # one fraction per length in result["lengths"]
 """
 
@@ -45,7 +45,7 @@ TIMING_REPEATS = (
 class RaceSettings:
     length_max: int = 64
     seed: int = 0
-    steps: int = 400
+    steps: int = 500
 
 
 DEFAULTS = RaceSettings()
@@ -55,8 +55,8 @@ LIMITS = {
     "seed": ("Seed", 0, 2**31 - 1),
     "steps": ("Training steps", 10, 1000),
 }
-# One run costs about steps x length per model; this bounds a request to what the defaults cost, times 4.
-MAX_STEP_TOKENS = 4 * DEFAULTS.steps * DEFAULTS.length_max
+# One run costs about steps x length per model; this bounds a request to what the defaults cost, times 3.
+MAX_STEP_TOKENS = 3 * DEFAULTS.steps * DEFAULTS.length_max
 
 
 def check_settings(length_max: Any = DEFAULTS.length_max, seed: Any = DEFAULTS.seed, steps: Any = DEFAULTS.steps):

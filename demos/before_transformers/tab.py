@@ -35,7 +35,7 @@ transformer encoder) are trained here, live, on the same task, then tested on ne
 **The task:** {SYMBOLS} kinds of symbols in a row, then a question "what was symbol number *i*?" about the first
 half: the answer is always far back, and nobody knows which symbol will be asked until the end."""
 
-EXAMPLES = [[64, 0, 400], [64, 1, 400], [32, 0, 400], [128, 0, 200]]
+EXAMPLES = [[64, 0, 500], [64, 1, 500], [32, 0, 500], [128, 0, 200]]
 
 
 def progress_line(progress: Progress) -> str:
@@ -135,7 +135,7 @@ def before_transformers_tab(store: ModelStore) -> None:
         Args:
             length_max: The longest sequence length, 8 to 128; the race runs at 8 lengths evenly spaced up to it. Default 64.
             seed: Seed of the models' starting weights and of the training and held-out data, 0 to 2147483647: the same seed gives the same accuracies. Default 0.
-            steps: Training steps per model (64 sequences each), 10 to 1000; steps x length_max is at most 102,400. Default 400.
+            steps: Training steps per model (64 sequences each), 10 to 1000; steps x length_max is at most 96,000. Default 500.
 
         Returns:
             {"lengths": the lengths, "chance": the accuracy of guessing (1/8), "models": {"rnn" | "cnn" | "attention": {"parameters": int, "accuracy": held-out accuracy per length (fractions 0 to 1), "ms_per_sequence": measured forward time for one sequence per length, "sequential_steps": per length, "longest_path": operations between the first and last token per length}}, "cnn_receptive_field": tokens the CNN's last position sees, "train_seconds": per model, "settings"}. Streams progress (an empty update) while training.
