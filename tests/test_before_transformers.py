@@ -232,3 +232,19 @@ def test_api_cancel_really_stops_the_race(hub_url):
     while race_threads() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not race_threads(), "the race kept training after Cancel"
+
+
+# --- in a real browser ----------------------------------------------------------------------------------------
+
+
+def test_browser_a_linked_small_race_trains_and_draws_its_figures_and_code(page, hub_url):
+    page.goto(f"{hub_url}?tab=before-transformers&length_max=16&steps=20&seed=2")
+    page.wait_for_function("() => window.hubLinkRead === true")
+    assert page.get_by_label("number input for Training steps").input_value() == "20"
+    page.locator("#bt-run").click()
+    page.locator("#bt-accuracy img").wait_for()
+    page.locator("#bt-cost img").wait_for()
+    page.locator("#bt-summary").get_by_text("At 16 tokens").wait_for()
+    assert "Parameters:" in page.locator("#bt-summary").inner_text()
+    page.get_by_text("Code: reproduce this with the library").locator("visible=true").click()  # this tab's
+    page.get_by_text("SYMBOLS = 8").locator("visible=true").first.wait_for()  # the script, from its top
