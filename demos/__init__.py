@@ -7,6 +7,7 @@ Every demo, in tab order. Adding a demo = one module here, one line in DEMOS and
 from demos import (
     attention,
     clip_zero_shot,
+    efficient_attention,
     fill_mask,
     fine_tune,
     image_classification,
@@ -27,6 +28,7 @@ DEMOS: list[Demo] = [
     attention.DEMO,
     layers.DEMO,
     positional_encoding.DEMO,
+    efficient_attention.DEMO,
 ]
 
 

@@ -85,6 +85,14 @@ CATALOG = (
         module="demos.positional_encoding",
         uses=LANGUAGE_MODELS,
     ),
+    Entry(
+        "efficient-attention",
+        "Efficient transformers",
+        "",
+        tiny=False,
+        module="demos.efficient_attention",
+        uses=("text-generation",),
+    ),
     # The encoder the language views compare with; it has no tab and no --model of its own.
     Entry("minilm", "MiniLM encoder", MINILM, (MINILM,), packaged_in=MINILM_PACKAGE, tiny=False, tab=False),
 )
