@@ -7,11 +7,13 @@ import contextlib
 import copy
 import io
 import math
-import re
 import time
 
+import gradio as gr
 import pytest
+import requests
 import torch
+from gradio.utils import get_function_description
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.pytorch_utils import Conv1D
@@ -29,7 +31,7 @@ from demos.efficient_attention.sparse import (
     sparse_attention,
     sparse_code,
 )
-from demos.efficient_attention.tab import run_job
+from demos.efficient_attention.tab import register_api, run_job
 from hub.device import bfloat16_is_faster
 from hub.errors import HubError
 from hub.jobs import Job, running_jobs
@@ -342,11 +344,19 @@ def test_closing_a_run_stops_its_job(generator):
         hook.remove()
 
 
-def test_the_endpoints_are_documented(client):
-    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    for name, first in (("/kv_cache", "text"), ("/sparse_attention", "text"), ("/quantize", "text")):
-        assert endpoints[name]["parameters"][0]["parameter_name"] == first
-        assert re.search("GPT-2", endpoints[name]["description"])
+@pytest.mark.parametrize("api_name", ["kv_cache", "sparse_attention", "quantize"])
+def test_each_endpoint_describes_its_inputs_and_output_for_http_and_mcp(hub_url, store, api_name):
+    info = requests.get(f"{hub_url}gradio_api/info", timeout=30).json()["named_endpoints"][f"/{api_name}"]
+    assert info["description"].startswith(("GPT-2", "The text's perplexity"))
+    assert info["parameters"][0]["parameter_name"] == "text" and not info["parameters"][0]["parameter_has_default"]
+    assert all(p["parameter_has_default"] for p in info["parameters"][1:])  # predict(text, api_name=...) works
+    with gr.Blocks() as app:  # the functions Gradio calls, as --mcp serves them
+        register_api(store)
+    function = next(fn.fn for fn in app.fns.values() if fn.api_name == api_name)
+    description, parameters, returns = get_function_description(function)
+    parameters.pop("request")  # Gradio's, not the caller's
+    assert len(description) > 40 and all(len(text) > 15 for text in parameters.values()), parameters
+    assert returns and returns[0].startswith("{")  # the JSON answer, key by key
 
 
 # --- In a browser ------------------------------------------------------------------------------------------

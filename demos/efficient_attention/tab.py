@@ -161,7 +161,9 @@ def efficient_attention_tab(store: ModelStore) -> None:
                 kv_stop = gr.Button("Stop", variant="stop")
             kv_examples = gr.Examples(EXAMPLES, inputs=[text], label="Examples: click one to run it")
             kv_text = gr.Markdown(elem_id="efficient-kv-summary")
-            kv_plot = figure_image(label="Time per token and cache size", elem_id="efficient-kv-figure")
+            kv_plot = figure_image(
+                label="Time per token and cache size", show_label=False, elem_id="efficient-kv-figure"
+            )
             kv_code = code_accordion()
         with gr.Tab("Sparse attention", id="efficient-sparse"):
             gr.Markdown(SPARSE_INTRO)
@@ -172,8 +174,10 @@ def efficient_attention_tab(store: ModelStore) -> None:
                 sparse_stop = gr.Button("Stop", variant="stop")
             sparse_examples = gr.Examples(EXAMPLES, inputs=[text], label="Examples: click one to run it")
             sparse_text = gr.Markdown(elem_id="efficient-sparse-summary")
-            masks_plot = figure_image(label="The masks and the perplexity under each", elem_id="efficient-masks")
-            timing_plot = figure_image(label="Cost as the text grows", elem_id="efficient-timing")
+            masks_plot = figure_image(
+                label="The masks and the perplexity under each", show_label=False, elem_id="efficient-masks"
+            )
+            timing_plot = figure_image(label="Cost as the text grows", show_label=False, elem_id="efficient-timing")
             sparse_code_box = code_accordion()
         with gr.Tab("Quantization", id="efficient-quantize"):
             gr.Markdown(QUANTIZE_INTRO)
@@ -182,7 +186,9 @@ def efficient_attention_tab(store: ModelStore) -> None:
                 quantize_stop = gr.Button("Stop", variant="stop")
             quantize_examples = gr.Examples(EXAMPLES, inputs=[text], label="Examples: click one to run it")
             quantize_text = gr.Markdown(elem_id="efficient-quantize-summary")
-            quantize_plot = figure_image(label="Size, speed, agreement", elem_id="efficient-quantize-figure")
+            quantize_plot = figure_image(
+                label="Size, speed, agreement", show_label=False, elem_id="efficient-quantize-figure"
+            )
             top5 = gr.Dataframe(label="Next-token top 5 after the text (probability in percent)", interactive=False,
                                 elem_id="efficient-top5")  # fmt: skip
             quantize_code_box = code_accordion()
