@@ -14,6 +14,7 @@ from demos import (
     positional_encoding,
     text_generation,
     text_to_image,
+    why_this_prediction,
 )
 from hub.demo import Demo
 
@@ -27,6 +28,7 @@ DEMOS: list[Demo] = [
     attention.DEMO,
     layers.DEMO,
     positional_encoding.DEMO,
+    why_this_prediction.DEMO,
 ]
 
 

@@ -85,6 +85,14 @@ CATALOG = (
         module="demos.positional_encoding",
         uses=LANGUAGE_MODELS,
     ),
+    Entry(
+        "why-this-prediction",
+        "Why this prediction",
+        "",
+        tiny=False,
+        module="demos.why_this_prediction",
+        uses=LANGUAGE_MODELS,
+    ),
     # The encoder the language views compare with; it has no tab and no --model of its own.
     Entry("minilm", "MiniLM encoder", MINILM, (MINILM,), packaged_in=MINILM_PACKAGE, tiny=False, tab=False),
 )
