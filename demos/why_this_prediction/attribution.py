@@ -261,7 +261,7 @@ lig = LayerIntegratedGradients(lambda x: f(model(input_ids=x).logits), model.get
 ig, delta = lig.attribute(ids, baselines=baseline, n_steps={steps}, return_convergence_delta=True)
 print("integrated_gradients", [round(s, 4) for s in ig.sum(-1)[0].tolist()], "delta", round(float(delta[0]), 6))
 
-embeddings = model.get_input_embeddings()(ids).detach()
+embeddings = model.get_input_embeddings()(ids).detach().requires_grad_()
 ixg = InputXGradient(lambda e: f(model(inputs_embeds=e).logits)).attribute(embeddings)
 print("input_x_gradient", [round(s, 4) for s in ixg.sum(-1)[0].tolist()])
 
