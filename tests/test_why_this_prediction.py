@@ -7,7 +7,6 @@ import io
 
 import pytest
 import torch
-from gradio_client.exceptions import AppError
 from torch.nn.functional import cross_entropy
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, set_seed
 
