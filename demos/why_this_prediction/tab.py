@@ -30,6 +30,8 @@ ATTRIBUTION_TEXT = """**What you are looking at:** one bar per input token: how 
 target word (red) or away from it (blue), by three methods, and how far their rankings agree."""
 PATCHING_TEXT = """**What you are looking at:** the corrupted prompt run again with one cell of the clean run put back:
 the share of the clean answer's logit difference that comes back (100% = all of it), per layer × position."""
+HEADS_TEXT = """**Heads:** the same question for one attention head at a time: its output (its slice of the input to
+the layer's output projection) put back at the prediction's position only. A head near 100% carries the answer."""
 INDUCTION_TEXT = """**What you are looking at:** random tokens, then the same tokens again. The loss per token (lower =
 better predicted) falls in the copy; the heat map says which heads look back at "what came next last time"."""
 BRANCHES_TEXT = """**What you are looking at:** the same prompt at several temperatures (0 = always the top token). Bold
@@ -42,7 +44,7 @@ ATTRIBUTION_EXAMPLES = [
     ["The doctor said that [MASK] would be late.", ENCODER, "he", "she"],
 ]
 PATCHING_EXAMPLES = [
-    ["The Eiffel Tower is in the city of", "The Colosseum is in the city of", DECODER],
+    ["The capital of France is the city of", "The capital of Italy is the city of", DECODER],
     [
         "When Mary and John went to the store, John gave a drink to",
         "When Mary and John went to the store, Mary gave a drink to",
@@ -72,16 +74,15 @@ def attribution_view(store: ModelStore) -> dict:
             run = gr.Button("Explain", variant="primary", elem_id="why-attribution-run")
     examples_place = gr.Column()
     summary = gr.Markdown(elem_id="why-attribution-summary")
+    figure = figure_image(label="Attribution per input token", show_label=False, elem_id="why-attribution-figure")
     with gr.Row():
-        figure = figure_image(label="Attribution per input token", elem_id="why-attribution-figure", scale=3)
-        with gr.Column(scale=2):
-            top = gr.Dataframe(
-                pd.DataFrame(columns=["word", "probability"]),
-                label="Top words (click one to explain it)",
-                interactive=False,
-                elem_id="why-attribution-top",
-            )
-            agreement = gr.Dataframe(label="Agreement: Spearman rank correlation", interactive=False)
+        top = gr.Dataframe(
+            pd.DataFrame(columns=["word", "probability"]),
+            label="Top words (click one to explain it)",
+            interactive=False,
+            elem_id="why-attribution-top",
+        )
+        agreement = gr.Dataframe(label="Agreement: Spearman rank correlation", interactive=False, wrap=True)
     scores = gr.Dataframe(label="The same numbers", interactive=False, wrap=True)
     code = code_accordion()
 
@@ -145,9 +146,12 @@ def patching_view(store: ModelStore) -> dict:
             run = gr.Button("Patch", variant="primary", elem_id="why-patching-run")
     examples_place = gr.Column()
     summary = gr.Markdown(elem_id="why-patching-summary")
+    layers = figure_image(label="Residual stream: layer × position", show_label=False, elem_id="why-patching-layers")
     with gr.Row():
-        layers = figure_image(label="Residual stream: layer × position", elem_id="why-patching-layers", scale=3)
-        heads = figure_image(label="Heads, at the prediction's position", elem_id="why-patching-heads", scale=2)
+        heads = figure_image(
+            label="Heads, at the prediction's position", show_label=False, elem_id="why-patching-heads", scale=3
+        )
+        gr.Markdown(HEADS_TEXT)
     code = code_accordion()
 
     @show_errors
@@ -181,10 +185,12 @@ def induction_view(store: ModelStore) -> dict:
         off = gr.Slider(0, 12, value=3, step=1, label="Top heads to switch off")
         run = gr.Button("Run", variant="primary", elem_id="why-induction-run")
     summary = gr.Markdown(elem_id="why-induction-summary")
+    losses = figure_image(label="Loss per token", show_label=False, elem_id="why-induction-losses")
     with gr.Row():
-        losses = figure_image(label="Loss per token", elem_id="why-induction-losses", scale=3)
-        scores = figure_image(label="Induction score per head", elem_id="why-induction-scores", scale=2)
-    ranking = gr.Dataframe(label="Heads ranked by induction score", interactive=False, max_height=300)
+        scores = figure_image(
+            label="Induction score per head", show_label=False, elem_id="why-induction-scores", scale=3
+        )
+        ranking = gr.Dataframe(label="Heads ranked by induction score", interactive=False, max_height=400, scale=2)
     code = code_accordion()
 
     @show_errors
@@ -222,14 +228,25 @@ def parse_temperatures(text: str) -> list[float]:
 
 
 def runs_markdown(decoder: br.Decoder, sequences: list[dict]) -> str:
-    """Each sequence's text, the part after it leaves the first run in bold."""
-    lines = []
+    """The runs, each branch indented under the sequence it grew from; in red, the part after a run leaves the first
+    run (or after a branch leaves its parent)."""
     first = sequences[0]["tokens"] if sequences else []
-    for s in sequences:
-        part = br.shared_prefix(first, s["tokens"]) if s.get("branch_at") is None else s["branch_at"]
+    children: dict[int | None, list[int]] = {}
+    for i, s in enumerate(sequences):
+        children.setdefault(s.get("parent"), []).append(i)
+    lines = []
+
+    def write(i: int, depth: int) -> None:
+        s = sequences[i]
+        part = br.shared_prefix(first, s["tokens"]) if s.get("parent") is None else s["branch_at"]
         same = html.escape(decoder.tokenizer.convert_tokens_to_string(s["tokens"][:part]))
         rest = html.escape(decoder.tokenizer.convert_tokens_to_string(s["tokens"][part:]))
-        lines.append(f"- **{html.escape(s['label'])}**: {same}<b style='color:#c0392b'>{rest}</b>")
+        lines.append(f"{'    ' * depth}- **{html.escape(s['label'])}**: {same}<b style='color:#c0392b'>{rest}</b>")
+        for child in children.get(i, []):
+            write(child, depth + 1)
+
+    for root in children.get(None, []):
+        write(root, 0)
     return "\n".join(lines)
 
 
@@ -263,8 +280,9 @@ def branches_view(store: ModelStore) -> dict:
 
     def shown(d: br.Decoder, seqs: list[dict], index: int):
         s = seqs[index]
-        chips = [(d.tokenizer.convert_tokens_to_string([tok]), "kept" if i < (s.get("branch_at") or 0) else None)
-                 for i, tok in enumerate(s["tokens"])]  # fmt: skip
+        at = s["branch_at"]
+        chips = [(d.tokenizer.convert_tokens_to_string([tok]), None if at is None or i > at else "kept" if i < at
+                  else "branch") for i, tok in enumerate(s["tokens"])]  # fmt: skip
         choices = [(s["label"], i) for i, s in enumerate(seqs)]
         return runs_markdown(d, seqs), gr.Dropdown(choices=choices, value=index), chips
 
@@ -273,8 +291,8 @@ def branches_view(store: ModelStore) -> dict:
         d = decoder()
         values = parse_temperatures(temperatures)
         result = yield from run_as_job(lambda stop: br.branches(d, prompt, values, new_tokens, seed, stop), 7)
-        seqs = [{"label": f"temperature {r['temperature']:g}", "tokens": r["tokens"], "temperature": r["temperature"],
-                 "prefix": [], "branch_at": None} for r in result["runs"]]  # fmt: skip
+        seqs = [{"label": f"temperature {r['temperature']:g}", "tokens": r["tokens"], "prompt": prompt,
+                 "branch_at": None, "parent": None} for r in result["runs"]]  # fmt: skip
         code_text = br.branches_code(store.source("text-generation"), prompt, br.check_temperatures(values),
                                      int(new_tokens), int(seed), store.dtype)  # fmt: skip
         yield seqs, *shown(d, seqs, 0), None, None, code_text
@@ -302,7 +320,7 @@ def branches_view(store: ModelStore) -> dict:
             return gr.skip(), gr.skip(), gr.skip()
         s = seqs[int(index)]
         prefix = s["tokens"][: evt.index]
-        found = br.alternatives(decoder(), prompt, prefix)
+        found = br.alternatives(decoder(), s["prompt"], prefix)
         table = pd.DataFrame({"token": [repr(a["text"]) for a in found],
                               "probability": [percent(a["probability"]) for a in found]})  # fmt: skip
         choices = [(repr(a["text"]), a["token"]) for a in found]
@@ -317,11 +335,12 @@ def branches_view(store: ModelStore) -> dict:
         d = decoder()
         parent = seqs[where["sequence"]]
         prefix = parent["tokens"][: where["at"]]
+        prompt = parent["prompt"]  # the prompt these runs grew from, even if the box was edited since
         work = lambda stop: br.continue_from(d, prompt, prefix, chosen, new_tokens, seed, temperature, stop)  # noqa: E731
         result = yield from run_as_job(work, 4)
-        label = f"{parent['label']} → {d.tokenizer.convert_tokens_to_string([chosen])!r} at token {where['at'] + 1}"
-        seqs = [*seqs, {"label": label, "tokens": result["tokens"], "temperature": temperature, "prefix": prefix,
-                        "branch_at": result["branch_at"]}]  # fmt: skip
+        label = f"→ {d.tokenizer.convert_tokens_to_string([chosen])!r} at token {where['at'] + 1}, T={temperature:g}"
+        seqs = [*seqs, {"label": label, "tokens": result["tokens"], "prompt": parent["prompt"],
+                        "branch_at": result["branch_at"], "parent": where["sequence"]}]  # fmt: skip
         yield seqs, *shown(d, seqs, len(seqs) - 1)
 
     grow.click(branch, [prompt, sequences, clicked, alternative, branch_temperature, new_tokens, seed],
