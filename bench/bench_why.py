@@ -25,7 +25,7 @@ from hub.inside import load_transformer
 from hub.models import ModelStore
 from hub.settings import Settings
 
-WORDS = "The Eiffel Tower is in the city of Paris and the river that runs through it is called the Seine".split()
+SENTENCE = "The Eiffel Tower is in the city of Paris, and the river that runs through that city is called the Seine."
 TARGETS = {"attribution (integrated gradients, 32 steps)": 3.0, "patching (layers x positions + heads)": 10.0,
            "induction (50 tokens twice)": 1.0}  # fmt: skip
 
@@ -37,15 +37,11 @@ def build_gpt2(folder: Path) -> str:
     return str(folder)
 
 
-def prompt_of(tokenizer, n: int, change: str | None = None) -> str:
-    """The shortest start of WORDS that is n tokens long (optionally with its second word replaced)."""
-    for end in range(1, len(WORDS) + 1):
-        words = WORDS[:end]
-        if change:
-            words = [words[0], change, *words[2:]]
-        text = " ".join(words)
-        if len(tokenizer(text).input_ids) == n:
-            return text
+def prompt_of(tokenizer, n: int, sentence: str = SENTENCE) -> str:
+    """The shortest start of the sentence that is n tokens long."""
+    for end in range(1, len(sentence) + 1):
+        if len(tokenizer(sentence[:end]).input_ids) == n:
+            return sentence[:end]
     raise RuntimeError(f"no prompt of {n} tokens")
 
 
@@ -62,7 +58,7 @@ def median_time(fn, repeat: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16"])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         source = build_gpt2(Path(folder) / "gpt2")
@@ -70,7 +66,7 @@ def main() -> None:
         store = ModelStore(settings, find_demos(settings.demos))
         t = load_transformer(store, "decoder")
         clean = prompt_of(t.tokenizer, 20)
-        corrupted = prompt_of(t.tokenizer, 20, change="Colosseum")
+        corrupted = prompt_of(t.tokenizer, 20, SENTENCE.replace("Eiffel Tower", "Colosseum"))
         loaded = store.get("text-generation")
         decoder = br.Decoder(loaded.model, loaded.tokenizer)
         loaded.model.generation_config.min_new_tokens = 24  # random weights may pick end-of-text: always make 24
@@ -81,14 +77,15 @@ def main() -> None:
             "induction (50 tokens twice)": lambda: ind.induction(t, 50, 0),
             "branches (3 temperatures x 24 tokens)": lambda: br.branches(decoder, clean, [0.0, 0.7, 1.2], 24, 0),
         }
+        print(f"CPU: {cpu_name()}, {torch.get_num_threads()} threads; dtype {str(store.dtype).replace('torch.', '')}")
+        print(f"GPT-2 124M (random weights), prompt of 20 tokens; median of {args.repeat} runs after a warm-up")
         rows = []
         for name, call in calls.items():
             seconds = median_time(call, args.repeat)
             target = TARGETS.get(name)
             verdict = "" if target is None else ("yes" if seconds < target else "NO")
             rows.append({"view": name, "seconds": f"{seconds:.2f}", "target": target or "", "met": verdict})
-    print(f"CPU: {cpu_name()}, {torch.get_num_threads()} threads; dtype {str(store.dtype).replace('torch.', '')}")
-    print(f"GPT-2 124M (random weights), prompt of 20 tokens; median of {args.repeat} runs after a warm-up")
+            print(f"{name}: {seconds:.2f} s", flush=True)  # as it goes: a loaded machine may not finish them all
     print(markdown_table(rows))
 
 

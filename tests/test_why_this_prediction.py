@@ -444,3 +444,24 @@ NAN = float("nan")
 def test_bad_input_via_rest_gets_a_message_and_the_server_keeps_serving(hub_url, client, endpoint, data, message):
     assert message in error_message(rest_call(hub_url, endpoint, data))
     assert client.predict(10, api_name="/induction")["scores"]
+
+
+# --- in a real browser ------------------------------------------------------------------------------------------
+
+
+def test_browser_explains_then_explains_a_clicked_top_word(page, hub_url):
+    page.goto(f"{hub_url}?tab=why-this-prediction&text=the%20cat%20sat%20on%20the%20mat%20and")
+    page.wait_for_function("() => window.hubLinkRead === true")
+    page.locator("#why-attribution-run").click()
+    page.locator("#why-attribution-figure img").wait_for()
+    summary = page.locator("#why-attribution-summary")
+    page.wait_for_function("() => document.querySelector('#why-attribution-summary').innerText.includes('Baseline')")
+    first = summary.inner_text()
+    second_word = page.locator("#why-attribution-top").get_by_text("%").nth(1)  # the second most probable word
+    second_word.click()
+    page.wait_for_function(
+        "first => { const t = document.querySelector('#why-attribution-summary').innerText;"
+        " return t.includes('Baseline') && t !== first; }",
+        arg=first,
+    )
+    assert "Explaining" in summary.inner_text() and summary.inner_text() != first

@@ -12,7 +12,7 @@ from demos.why_this_prediction import branches as br
 from demos.why_this_prediction import induction as ind
 from demos.why_this_prediction import patching as pat
 from demos.why_this_prediction.api import register_api, run_as_job
-from demos.why_this_prediction.common import top_words
+from demos.why_this_prediction.common import top_words, word_id
 from hub.errors import HubError
 from hub.inside import DECODER, ENCODER, load_transformer, tokenize
 from hub.links import link_inputs
@@ -54,6 +54,15 @@ PATCHING_EXAMPLES = [
 ]
 
 
+def typeable(t, token_id: int) -> str:
+    """A word as a person types it (" Paris") where that reads back as this one token, else the model's token."""
+    text = t.tokenizer.decode([token_id])
+    try:
+        return text if word_id(t, text, "Target") == token_id else t.tokenizer.convert_ids_to_tokens(token_id)
+    except HubError:
+        return t.tokenizer.convert_ids_to_tokens(token_id)
+
+
 def percent(p: float) -> str:
     return f"{100 * p:.2f}%"
 
@@ -92,6 +101,8 @@ def attribution_view(store: ModelStore) -> dict:
         c = attr.compare_methods(t, text, target, contrast, steps)
         q = c.question
         words = top_words(t, q.prediction.logits)
+        top_ids = q.prediction.logits.topk(len(words)).indices.tolist()
+        typed = [typeable(t, token_id) for token_id in top_ids]  # what the target box gets when a row is clicked
         table = pd.DataFrame({"word": [repr(w) for w, _ in words], "probability": [percent(p) for _, p in words]})
         numbers = pd.DataFrame(
             {"token": [readable(t, tok, 20) for tok in q.prediction.tokens.tokens]}
@@ -111,20 +122,22 @@ def attribution_view(store: ModelStore) -> dict:
             f"{c.delta:.2e}."
         )
         code_text = attr.attribution_code(t, tokenize(t, text).text, q, int(steps), store.dtype)
-        return message, attr.comparison_figure(t, c), table, pairs, numbers, code_text
+        return message, attr.comparison_figure(t, c), table, pairs, numbers, code_text, typed
 
     inputs = [text, which, target, contrast, steps]
-    outputs = [summary, figure, top, agreement, scores, code]
+    top_typed = gr.State([])
+    outputs = [summary, figure, top, agreement, scores, code, top_typed]
     gr.on([run.click, text.submit, target.submit, contrast.submit], explain, inputs, outputs, api_visibility="private")
 
-    def pick(table: pd.DataFrame, evt: gr.SelectData):
+    def pick(typed: list[str], evt: gr.SelectData):
         row = evt.index[0] if isinstance(evt.index, list | tuple) else None
-        if row is None or not 0 <= row < len(table):
+        if row is None or not 0 <= row < len(typed):
             return gr.skip()
-        word = table.iloc[row, 0]
-        return word[1:-1] if len(word) >= 2 and word[0] == word[-1] and word[0] in "'\"" else word
+        return typed[row]
 
-    top.select(pick, top, target, api_visibility="private").then(explain, inputs, outputs, api_visibility="private")
+    top.select(pick, top_typed, target, api_visibility="private").then(
+        explain, inputs, outputs, api_visibility="private"
+    )
     with examples_place:
         gr.Examples(ATTRIBUTION_EXAMPLES, [text, which, target, contrast], outputs, fn=lambda *a: explain(*a, 32),
                     run_on_click=True, cache_examples=False, label="Examples: click one to run it")  # fmt: skip
