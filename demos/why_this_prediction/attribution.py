@@ -17,6 +17,7 @@ from demos.why_this_prediction.common import (
     embedding_layer,
     hookable,
     read_prediction,
+    scores_at,
     word_id,
     word_text,
 )
@@ -32,6 +33,9 @@ METHOD_NAMES = {
     "occlusion": "Occlusion",
 }
 MIN_STEPS, MAX_STEPS = 2, 128
+# Integration steps run through the model this many at a time: the backward pass keeps every layer's activations,
+# so 128 steps x 64 tokens at once would hold gigabytes.
+IG_BATCH = 16
 
 
 @dataclass
@@ -77,15 +81,14 @@ def ask(t: Transformer, text: Any, target: Any = None, contrast: Any = None) -> 
     return Question(prediction, target_id, contrast_id, baseline_id, baseline_ids)
 
 
-def logit_score(t: Transformer, q: Question, logits: torch.Tensor) -> torch.Tensor:
-    """f: logit(A), or logit(A) - logit(B), per row of a batch."""
-    at = logits[:, q.position].float()
+def logit_score(q: Question, at: torch.Tensor) -> torch.Tensor:
+    """f: logit(A), or logit(A) - logit(B), per row of a batch of scores at the prediction's position."""
     return at[:, q.target_id] - (at[:, q.contrast_id] if q.contrast_id is not None else 0)
 
 
-def probability_score(t: Transformer, q: Question, logits: torch.Tensor) -> torch.Tensor:
+def probability_score(q: Question, at: torch.Tensor) -> torch.Tensor:
     """What occlusion watches: p(A), or p(A) - p(B)."""
-    probs = logits[:, q.position].float().softmax(-1)
+    probs = at.softmax(-1)
     return probs[:, q.target_id] - (probs[:, q.contrast_id] if q.contrast_id is not None else 0)
 
 
@@ -95,10 +98,16 @@ def integrated_gradients(t: Transformer, q: Question, steps: int) -> tuple[list[
     with hookable(t) as view, torch.enable_grad():
 
         def f(ids: torch.Tensor) -> torch.Tensor:
-            return logit_score(view, q, view.model(input_ids=ids).logits)
+            return logit_score(q, scores_at(view, q.position, input_ids=ids))
 
         lig = LayerIntegratedGradients(f, embedding_layer(view))
-        scores, delta = lig.attribute(q.ids, baselines=q.baseline_ids, n_steps=steps, return_convergence_delta=True)
+        scores, delta = lig.attribute(
+            q.ids,
+            baselines=q.baseline_ids,
+            n_steps=steps,
+            return_convergence_delta=True,
+            internal_batch_size=IG_BATCH,
+        )
     return scores.sum(-1)[0].float().tolist(), float(delta[0])
 
 
@@ -108,7 +117,7 @@ def input_x_gradient(t: Transformer, q: Question) -> list[float]:
         embeddings = embedding_layer(view)(q.ids).detach().requires_grad_()
 
         def f(inputs_embeds: torch.Tensor) -> torch.Tensor:
-            return logit_score(view, q, view.model(inputs_embeds=inputs_embeds).logits)
+            return logit_score(q, scores_at(view, q.position, inputs_embeds=inputs_embeds))
 
         scores = InputXGradient(f).attribute(embeddings)
     return scores.sum(-1)[0].float().tolist()
@@ -120,7 +129,7 @@ def occlusion(t: Transformer, q: Question) -> list[float]:
 
     def f(ids: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return probability_score(t, q, t.model(input_ids=ids).logits)
+            return probability_score(q, scores_at(t, q.position, input_ids=ids))
 
     ablation = FeatureAblation(f)
     scores = ablation.attribute(q.ids, baselines=q.baseline_ids, perturbations_per_eval=q.ids.shape[1])

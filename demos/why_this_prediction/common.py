@@ -69,10 +69,18 @@ def word_id(t: Transformer, word: Any, name: str) -> int:
     return ids[0]
 
 
+def scores_at(t: Transformer, position: int, **inputs: torch.Tensor) -> torch.Tensor:
+    """(batch, vocabulary) scores at the prediction's position, float32. The decoder predicts at its last position
+    and computes only that one's scores: GPT-2's word head is a third of its arithmetic."""
+    if t.kind == DECODER:
+        return t.model(**inputs, logits_to_keep=1).logits[:, -1].float()
+    return t.model(**inputs).logits[:, position].float()
+
+
 def next_word_logits(t: Transformer, ids: torch.Tensor, position: int) -> torch.Tensor:
     """The model's scores for every word at `position` (float32, whatever dtype the model runs in)."""
     with torch.inference_mode():
-        return t.model(input_ids=ids).logits[0, position].float()
+        return scores_at(t, position, input_ids=ids)[0]
 
 
 def top_words(t: Transformer, logits: torch.Tensor, k: int = TOP_WORDS) -> list[tuple[str, float]]:

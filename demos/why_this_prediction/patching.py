@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 from demos.layers import readable
-from demos.why_this_prediction.common import Prediction, hookable, read_prediction, word_id, word_text
+from demos.why_this_prediction.common import Prediction, hookable, read_prediction, scores_at, word_id, word_text
 from hub.errors import HubError
 from hub.figures import heatmap
 from hub.inside import DECODER, Transformer
@@ -66,9 +66,8 @@ def read_pair(t: Transformer, clean: Any, corrupted: Any, target: Any = None, fo
     return Pair(clean_run, corrupted_run, target_id, foil_id)
 
 
-def logit_difference(pair: Pair, logits: torch.Tensor) -> torch.Tensor:
-    """logit(target) - logit(foil) at the prediction's position, per row of a batch."""
-    at = logits[:, pair.position].float()
+def logit_difference(pair: Pair, at: torch.Tensor) -> torch.Tensor:
+    """logit(target) - logit(foil), per row of a batch of scores at the prediction's position."""
     return at[:, pair.target_id] - at[:, pair.foil_id]
 
 
@@ -99,10 +98,10 @@ def patched_differences(t: Transformer, pair: Pair, module: nn.Module, patch) ->
     try:
         rows = patch.rows
         with torch.inference_mode():
-            logits = t.model(input_ids=pair.corrupted.tokens.ids.expand(rows, -1)).logits
+            at = scores_at(t, pair.position, input_ids=pair.corrupted.tokens.ids.expand(rows, -1))
     finally:
         handle.remove()
-    return logit_difference(pair, logits)
+    return logit_difference(pair, at)
 
 
 class _Positions:
