@@ -30,7 +30,7 @@ def _log_axis(ax, axis: str) -> None:
 
 def law_figure(result: dict) -> Image.Image:
     """Left: loss against parameters, one colour per token budget, with the fitted L(N, D) for each budget and the
-    law's unlimited-data term. Right: loss against tokens, one colour per size. The live run in red on both."""
+    fitted L(N) at the largest budget (dashed). Right: loss against tokens, one colour per size. The live run in red on both."""
     points, fit, live = result["points"], result["fit"], result["live"]
     sizes = sorted({p["parameters"] for p in points})
     budgets = sorted({p["tokens"] for p in points})
@@ -43,8 +43,10 @@ def law_figure(result: dict) -> Image.Image:
         by_size.scatter([p["parameters"] for p in chosen], [p["loss"] for p in chosen], color=colour, s=22, zorder=3)
         law = joint_law((n_line, np.full_like(n_line, tokens)), **_law(fit))
         by_size.plot(n_line, law, color=colour, lw=1, label=f"{short(tokens)} tokens")
-    unlimited = fit["E"] + fit["A"] / n_line ** fit["alpha"]
-    by_size.plot(n_line, unlimited, "k--", lw=1, label=f"E + A/N^α (unlimited data), α = {fit['alpha']:.2f}")
+    fit_size = result["fit_size"]
+    size_law_line = fit_size["E"] + fit_size["A"] / n_line ** fit_size["alpha"]
+    label = f"L(N) = E + A/N^α at {short(fit_size['tokens'])} tokens, α = {fit_size['alpha']:.2f}"
+    by_size.plot(n_line, size_law_line, "k--", lw=1, label=label)
     _log_axis(by_size, "x")
     by_size.set_xlabel("non-embedding parameters N (log scale)")
     by_size.set_ylabel("validation loss (nats per byte)")
@@ -96,13 +98,13 @@ def exponents_table(result: dict) -> pd.DataFrame:
     n_points = len(result["points"])
     rows = [
         ["this grid: L(N, D) = E + A/N^α + B/D^β", f"{fit['alpha']:.3f}", f"{fit['beta']:.3f}", f"{fit['E']:.3f}",
-         f"all {n_points} points; error {fit['rmse']:.3f} nats (root mean square)"],
+         f"all {n_points} points; RMS error {fit['rmse']:.3f}"],
         ["this grid: L(N) = E + A/N^α", f"{fit_size['alpha']:.3f}", "", f"{fit_size['E']:.3f}",
-         f"the {short(fit_size['tokens'])}-token points; error {fit_size['rmse']:.3f} nats"],
+         f"the {short(fit_size['tokens'])}-token points; RMS error {fit_size['rmse']:.3f}"],
         ["Kaplan et al. 2020: L(N) = (N_c/N)^α_N", f"{kaplan['alpha_N']}", f"{kaplan['alpha_D']} (L(D))", "",
-         "models of 768 to 1.5 billion parameters, 22 billion tokens of WebText2"],
+         "768 to 1.5 billion non-embedding parameters, WebText2"],
         ["Hoffmann et al. 2022 (Chinchilla)", f"{chinchilla['alpha']}", f"{chinchilla['beta']}", f"{chinchilla['E']}",
-         "over 400 models, 70 million to 16 billion parameters, 5 to 500 billion tokens"],
+         "400+ models, 70 million to 16 billion parameters, 5 to 500 billion tokens"],
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=EXPONENT_COLUMNS)
 

@@ -27,7 +27,7 @@ CHINCHILLA = {
     "alpha": 0.34,
     "beta": 0.28,
     "source": "Hoffmann et al. 2022, Training Compute-Optimal Large Language Models, arXiv:2203.15556, "
-    "section 3.3 and eq. 10 (L(N, D) = E + A / N^alpha + B / D^beta)",
+    "section 3.3, Approach 3 (L(N, D) = E + A / N^alpha + B / D^beta)",
 }
 
 # Where curve_fit starts and what it may not leave: no negative loss floor, no negative terms, exponents below 3.

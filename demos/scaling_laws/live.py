@@ -6,6 +6,7 @@ are given) one run trained now, as a hub.jobs.Job, with the law's prediction for
 """
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
@@ -82,6 +83,10 @@ def live_runs(size: Size, tokens: int, seed: int, stop: threading.Event | None =
     a cancel, a visitor who left), ends it at the next step; so does the time limit."""
 
     def work(job: Job) -> None:
+        job.deadline = (
+            time.monotonic() + LIVE_TIME_LIMIT_S
+        )  # from its first step: waiting for another run is not counted
+
         def why_stop() -> str:
             if job.stop.is_set():
                 return "stopped"

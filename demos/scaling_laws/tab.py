@@ -27,7 +27,7 @@ from hub.visitors import StopSwitches, session_id
 
 DEMO_ID = "scaling-laws"
 TOKEN_CHOICES = [2**k for k in range(11, 19)]  # 2,048 to 262,144 training tokens (bytes)
-EXAMPLES = [["2 x 32", 32_768, 0], ["2 x 48", 65_536, 0], ["1 x 12", 131_072, 0], ["3 x 64", 16_384, 1]]
+EXAMPLES = [["1 x 12", 8_192, 0], ["2 x 32", 32_768, 0], ["2 x 48", 65_536, 0], ["3 x 64", 16_384, 1]]
 
 EXPLANATION = f"""
 **What you are looking at:** small GPT-2-shaped models of 2 thousand to 336 thousand parameters, trained on the
@@ -121,7 +121,9 @@ def scaling_laws_tab(store: ModelStore) -> None:
         with gr.Column(scale=1):
             train_button = gr.Button("Train live", variant="primary", elem_id="scaling-laws-train")
             stop = gr.Button("Stop", variant="stop", elem_id="scaling-laws-stop")
-            examples = gr.Examples(EXAMPLES, inputs=[size, tokens, seed], label="Examples: click one to train it")
+    examples = gr.Examples(
+        EXAMPLES, inputs=[size, tokens, seed], label="Examples: click one to train it", elem_id="scaling-laws-examples"
+    )
     link_inputs(DEMO_ID, size=size, tokens=tokens, seed=seed)  # ?tab=scaling-laws&size=2%20x%2048&tokens=65536
     status = gr.Markdown(elem_id="scaling-laws-live")
     try:
@@ -133,7 +135,7 @@ def scaling_laws_tab(store: ModelStore) -> None:
     )
     exponents = gr.Dataframe(first[1] if first[1] is not None else pd.DataFrame(columns=EXPONENT_COLUMNS),
                              label="Fitted exponents beside the published ones", interactive=False, wrap=True,
-                             elem_id="scaling-laws-exponents")  # fmt: skip
+                             column_widths=["30%", "12%", "12%", "9%", "37%"], elem_id="scaling-laws-exponents")  # fmt: skip
     gr.Markdown(CAVEAT)
     about = gr.Markdown(first[3], elem_id="scaling-laws-grid")
     with gr.Accordion("The grid's points", open=False):
@@ -155,6 +157,7 @@ def scaling_laws_tab(store: ModelStore) -> None:
                         yield (gr.skip(),) * 6  # nothing new, but a cancel can close the handler here
                     elif live["done"] or live["stopped"]:
                         yield views(result)
+                        return  # the run has ended: its last report only says so again
                     else:
                         new_loss = len(live["checkpoints"]) != drawn
                         drawn = len(live["checkpoints"])
