@@ -301,3 +301,22 @@ def test_api_cancel_really_stops_the_live_run(hub_url):
     while any(t.name == "scaling-law" for t in running_jobs) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(t.name == "scaling-law" for t in running_jobs), "the live run kept training after Cancel"
+
+
+# --- the page -----------------------------------------------------------------------------------------------------
+
+
+def test_browser_a_link_fills_in_the_run_and_an_example_trains_live(page, hub_url):
+    page.goto(f"{hub_url}?tab=scaling-laws&size=3%20x%2064&tokens=4096&seed=5")
+    page.wait_for_function("() => window.hubLinkRead === true")
+    assert page.get_by_label("Model size (layers x width)").input_value().startswith("3 x 64")
+    assert page.get_by_label("Training tokens").input_value().startswith("4,096 bytes")
+    page.locator("#scaling-laws-figure img").wait_for()  # the grid and its laws, before any training
+    assert "0.076" in page.locator("#scaling-laws-exponents").inner_text()
+    page.locator("#scaling-laws-examples [data-testid=dataset-cell-0-1]").click()  # 1 x 12, 8,192 bytes
+    page.wait_for_function(
+        "() => document.querySelector('#scaling-laws-live')?.innerText.includes('Your run')", timeout=120_000
+    )
+    status = page.locator("#scaling-laws-live").inner_text()
+    assert "1 x 12, 1,908 parameters" in status and "8,192 tokens" in status and "%" in status
+    assert page.get_by_label("Model size (layers x width)").input_value().startswith("1 x 12")

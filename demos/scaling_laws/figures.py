@@ -77,8 +77,8 @@ def law_figure(result: dict) -> Image.Image:
         by_tokens.scatter([tokens], [loss], marker="*", s=180, color=LIVE_COLOUR, zorder=5, label=label)
         by_tokens.scatter([tokens], [predicted], marker="o", s=70, facecolors="none", edgecolors=LIVE_COLOUR,
                           zorder=5)  # fmt: skip
-    by_size.legend(fontsize=7, loc="upper right")
-    by_tokens.legend(fontsize=7, loc="upper right")
+    for ax in (by_size, by_tokens):  # below the axes: inside, they would cover points
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
     for ax in (by_size, by_tokens):
         ax.grid(True, which="both", alpha=0.25)
     fig.tight_layout()

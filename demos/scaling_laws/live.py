@@ -20,7 +20,7 @@ from hub.jobs import Job
 
 LIVE_TIME_LIMIT_S = 60  # a live run stops here, with what it measured so far
 MIN_TOKENS, MAX_TOKENS = 2 * SETTINGS.tokens_per_step, 262_144
-DEFAULT_SIZE, DEFAULT_TOKENS = "2 x 32", 32_768
+DEFAULT_SIZE, DEFAULT_TOKENS = "2 x 32", 16_384
 LIVE_CHECKPOINTS = tuple(2**k for k in range(11, 19))  # validation loss after 2,048, 4,096, ... tokens
 MAX_SEED = 2**31 - 1
 UPDATE_EVERY_S = 0.5

@@ -27,7 +27,7 @@ from hub.visitors import StopSwitches, session_id
 
 DEMO_ID = "scaling-laws"
 TOKEN_CHOICES = [2**k for k in range(11, 19)]  # 2,048 to 262,144 training tokens (bytes)
-EXAMPLES = [["1 x 12", 8_192, 0], ["2 x 32", 32_768, 0], ["2 x 48", 65_536, 0], ["3 x 64", 16_384, 1]]
+EXAMPLES = [["1 x 12", 8_192, 0], ["2 x 32", 16_384, 0], ["2 x 48", 32_768, 0], ["3 x 64", 8_192, 1]]
 
 EXPLANATION = f"""
 **What you are looking at:** small GPT-2-shaped models of 2 thousand to 336 thousand parameters, trained on the
@@ -131,7 +131,10 @@ def scaling_laws_tab(store: ModelStore) -> None:
     except HubError as error:  # no grid shipped: the tab says so, the hub still starts
         first = (None, None, None, str(error), "", "")
     figure = figure_image(
-        first[0], label="Validation loss against size and training tokens", elem_id="scaling-laws-figure"
+        first[0],
+        label="Validation loss against size and training tokens",
+        show_label=False,  # the label's badge would cover the left panel's title; each panel has its own
+        elem_id="scaling-laws-figure",
     )
     exponents = gr.Dataframe(first[1] if first[1] is not None else pd.DataFrame(columns=EXPONENT_COLUMNS),
                              label="Fitted exponents beside the published ones", interactive=False, wrap=True,
@@ -186,7 +189,7 @@ def scaling_laws_tab(store: ModelStore) -> None:
 
         Args:
             size: A model to train now, "layers x width": one of "1 x 12", "1 x 16", "1 x 24", "2 x 32", "2 x 48", "2 x 64", "3 x 64", "3 x 96". Default none: no live run.
-            tokens: Training tokens (bytes of the corpus) for the live run, 2,048 to 262,144, a multiple of 1,024. Default 32,768 when a size is given. The run stops after 60 s with what it reached.
+            tokens: Training tokens (bytes of the corpus) for the live run, 2,048 to 262,144, a multiple of 1,024. Default 16,384 when a size is given. The run stops after 60 s with what it reached.
             seed: Seed of the live run's initial weights and batches, 0 to 2147483647; seed 0 trains a grid size exactly as the grid did. Default 0.
 
         Returns:
