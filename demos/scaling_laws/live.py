@@ -78,14 +78,13 @@ def live_result(run: Run, fit: dict) -> dict:
 
 
 def live_runs(size: Size, tokens: int, seed: int, stop: threading.Event | None = None) -> Iterator[Run | None]:
-    """The run in a worker thread (a hub.jobs.Job): a copy of it at most every UPDATE_EVERY_S (None while nothing
-    new happened, so that a caller can be closed), and the last one. Setting `stop`, or closing the iterator (Stop,
+    """The run in a worker thread (a hub.jobs.Job): its latest copy every UPDATE_EVERY_S (None before its first
+    step; a tick even when nothing changed, so that a caller can be closed), and the last one. Setting `stop`, or closing the iterator (Stop,
     a cancel, a visitor who left), ends it at the next step; so does the time limit."""
 
     def work(job: Job) -> None:
-        job.deadline = (
-            time.monotonic() + LIVE_TIME_LIMIT_S
-        )  # from its first step: waiting for another run is not counted
+        # The time limit counts from its first step: the wait for another visitor's run is not counted.
+        job.deadline = time.monotonic() + LIVE_TIME_LIMIT_S
 
         def why_stop() -> str:
             if job.stop.is_set():
@@ -111,7 +110,7 @@ def scaling_law(
         return
     latest = result
     with closing(live_runs(*live, stop=stop)) as runs:
-        for run in runs:  # None = nothing new: the latest again, so that a caller can be closed between steps
+        for run in runs:  # None = not started yet: the grid again, so that a caller can be closed meanwhile
             if run is not None:
                 latest = result | {"live": live_result(run, result["fit"])}
             yield latest
