@@ -9,13 +9,15 @@ from pathlib import Path
 import gradio as gr
 
 from demos import find_demos
+from hub.catalog import chapters_of
 from hub.demo import Demo
 from hub.event_inputs import HubBlocks
-from hub.links import open_links
+from hub.links import ChapterTabs, open_links
 from hub.models import ModelStore
 from hub.presenter import presenter_switch
 from hub.settings import Settings
 from hub.sources import READY, cached_hub_repos, is_local
+from hub.start_here import START_HERE, guide_steps, start_here_tab
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +162,7 @@ def log_model_states(store: ModelStore, states: dict[str, str]) -> None:
 
 def build_app(settings: Settings, store: ModelStore | None = None) -> gr.Blocks:
     demos = find_demos(settings.demos)
+    by_id = {demo.id: demo for demo in demos}
     store = store or ModelStore(settings, demos)
     states = model_states(store, hub_is_offline(settings))
     log_model_states(store, states)
@@ -173,17 +176,26 @@ def build_app(settings: Settings, store: ModelStore | None = None) -> gr.Blocks:
             gr.Markdown(TINY_BANNER, elem_id="tiny-banner", elem_classes="hub-banner")
         if settings.preset != "tiny" or not all_here:
             gr.Markdown(models_banner(titles, demos, states), elem_id="models-banner", elem_classes="hub-banner")
-        # "wrap": every tab stays in the bar on a projector's narrow screen, never hidden in a "..." menu
-        with gr.Tabs(overflow_behavior="wrap") as tabs:
-            tab_blocks = []
-            for demo in demos:
-                with gr.Tab(titles[demo.id], id=demo.id) as tab:
-                    if notice := tab_notice(demo, store, states):
-                        gr.Markdown(notice, elem_id=f"model-notice-{demo.id}", elem_classes="hub-banner")
-                    demo.tab(store)
-                tab_blocks.append(tab)
-        # ?tab=<demo id>&<input>=<value> opens that demo with those inputs; the address bar follows the open tab
-        open_links(app, tabs, [demo.id for demo in demos], tab_blocks)
+        # Chapters in the course's order, each a row of its tabs. "wrap": every tab stays in its bar on a projector's
+        # narrow screen, never hidden in a "..." menu.
+        with gr.Tabs(overflow_behavior="wrap", elem_id="chapters") as chapter_tabs:
+            with gr.Tab("Start here", id=START_HERE, elem_id="start-here-tab"):
+                guide = start_here_tab(guide_steps(list(by_id)), states, titles)
+            chapters = []
+            for number, (chapter, demo_ids) in enumerate(chapters_of([demo.id for demo in demos]), 1):
+                with gr.Tab(f"{number}. {chapter.title}", id=f"chapter-{chapter.id}") as chapter_tab:
+                    with gr.Tabs(overflow_behavior="wrap", elem_classes="demo-tabs") as demo_tabs:
+                        demo_blocks = []
+                        for demo in (by_id[demo_id] for demo_id in demo_ids):
+                            with gr.Tab(titles[demo.id], id=demo.id) as tab:
+                                if notice := tab_notice(demo, store, states):
+                                    gr.Markdown(notice, elem_id=f"model-notice-{demo.id}", elem_classes="hub-banner")
+                                demo.tab(store)
+                            demo_blocks.append(tab)
+                chapters.append(ChapterTabs(chapter.id, chapter_tab, demo_tabs, demo_ids, demo_blocks))
+        # ?tab=<demo id>&<input>=<value> opens that demo with those inputs (?chapter=<id>, a chapter); the address bar
+        # follows the open tab; Start here's buttons open their views the same way
+        open_links(app, chapter_tabs, chapters, guide)
     app.queue(max_size=settings.queue_size, default_concurrency_limit=1)
     return app
 

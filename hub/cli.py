@@ -3,10 +3,12 @@ offline setting is applied, because the Hub libraries read it when they are impo
 setting has been checked, so a mistake is one line on stderr within a second, never a traceback."""
 
 import argparse
+import difflib
 import errno
 import logging
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -124,6 +126,8 @@ def parse_settings(argv: list[str] | None = None) -> tuple[str, Settings]:
     except ValueError as error:
         sys.exit(f"python -m hub: error: {error}")
     parser = make_parser(defaults)
+    argv = sys.argv[1:] if argv is None else argv
+    check_option_names(parser, argv)
     args = parser.parse_args(argv)
     settings = Settings(
         host=args.host,
@@ -146,6 +150,31 @@ def parse_settings(argv: list[str] | None = None) -> tuple[str, Settings]:
     except ValueError as error:
         parser.error(str(error))
     return args.command, settings
+
+
+def check_option_names(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Name a mistyped option (--prot 7872) before argparse reads its value as the command ("invalid choice")."""
+    known = [option for action in parser._actions for option in action.option_strings]
+    for arg in argv:
+        if arg == "--":
+            return
+        name = arg.split("=", 1)[0]
+        if name.startswith("--") and name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            parser.error(f"unknown option {name}" + (f"; did you mean {close[0]}?" if close else ""))
+
+
+def check_cache_dir(folder: Path) -> None:
+    """Make sure the cache folder can be written now, not at the first tiny model or upload a minute later."""
+    try:
+        folder.expanduser().mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder.expanduser()):
+            pass
+    except OSError as error:
+        sys.exit(
+            f"python -m hub: error: --cache-dir (HUB_CACHE_DIR) {folder} cannot be written "
+            f"({error.strerror or error}); pick a folder this user can write"
+        )
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -180,6 +209,8 @@ def run_command(argv: list[str] | None = None) -> None:
     command, settings = parse_settings(argv)
     if command == "run":
         check_port_free(settings.host, settings.port)
+    if command in ("run", "prefetch"):
+        check_cache_dir(settings.cache_dir)
     if command == "list":  # reads the light catalog and the local cache: no model library, no network
         apply_offline(True)
         from hub.sources import list_models
@@ -195,9 +226,14 @@ def run_command(argv: list[str] | None = None) -> None:
             print("The Hugging Face Hub cannot be reached: running offline, with the models in the local cache.")
         settings.offline = True
     apply_offline(settings.offline)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The hub's own lines at INFO; other libraries (open_clip logs each load to the root logger) only past WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("hub", "demos"):
+        logging.getLogger(name).setLevel(logging.INFO)
 
     from demos import find_demos  # imports the model libraries: after apply_offline
+
+    quiet_libraries()
 
     demos = find_demos(settings.demos)  # the ids were checked against DEMO_IDS already
     if command == "prefetch":
@@ -205,7 +241,29 @@ def run_command(argv: list[str] | None = None) -> None:
     else:
         from hub.app import build_app, launch
 
-        launch(build_app(settings), settings)
+        app = build_app(settings)
+        # quiet: Gradio's own lines advise `share=True` in launch(); these name the hub's flags instead
+        _, local_url, share_url = launch(app, settings, quiet=True, prevent_thread_lock=True)
+        print(f"Running on {local_url}", flush=True)
+        if share_url:
+            print(f"Public link: {share_url}", flush=True)
+        else:
+            print("For a public link (a gradio.live address for a week), start with --share.", flush=True)
+        if settings.mcp:
+            print(f"MCP server: {local_url.rstrip('/')}/gradio_api/mcp/", flush=True)
+        app.block_thread()
+
+
+def quiet_libraries() -> None:
+    """The model libraries' own warnings about configs they were handed and their weight-loading bars say nothing
+    an operator can act on; the hub says what matters in its own lines. Downloads keep their progress bars."""
+    import diffusers
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    diffusers.logging.set_verbosity_error()
+    diffusers.logging.disable_progress_bar()
 
 
 def with_models(store) -> list:

@@ -99,13 +99,13 @@ class ModelStore:
             log.info("loading %s model from %s (%s, %s)", demo.id, source, self.dtype, self.device)
             return demo.load(source, self.dtype, self.device)
         except Exception as error:
-            log.exception("could not load %s model %s", demo.id, source)
             if is_local(source):
                 fix = "Check that the folder holds a complete model saved by its library."
             elif self.settings.offline:
                 fix = "It is not in the local cache: run `python -m hub prefetch` while online, or use `--preset tiny`."
             else:
                 fix = "Check the model id and the network; for offline use run `python -m hub prefetch` while online, or use `--preset tiny`."
+            # No traceback: each click on the tab tries again, and the refusal's one log line says it all.
             raise ModelUnavailableError(
                 f"The {demo.title} model '{source}' could not be loaded ({_reason(error)}). {fix}"
             ) from error

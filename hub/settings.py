@@ -6,7 +6,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hub.catalog import CATALOG
+from hub.catalog import BY_ID, CATALOG
 
 DTYPES = ("auto", "float32", "bfloat16")
 PRESETS = ("tiny",)
@@ -133,10 +133,15 @@ def check_settings(s: Settings) -> None:
         repeated = sorted({d for d in s.demos if s.demos.count(d) > 1})
         if repeated:
             raise ValueError(f"--demos (HUB_DEMOS) names {', '.join(repeated)} more than once")
+    # A --model may name an enabled demo, or a tab's model that an enabled tab reads (--demos attention reads the
+    # fill-mask and text-generation models).
     enabled = set(DEMO_IDS if s.demos is None else s.demos)
-    unknown_models = sorted(set(s.models) - enabled)
+    read = {used for demo_id in enabled for used in BY_ID[demo_id].uses if BY_ID[used].tab}
+    unknown_models = sorted(set(s.models) - enabled - read)
     if unknown_models:
-        raise ValueError(f"--model names demo(s) that are not enabled: {', '.join(unknown_models)}")
+        raise ValueError(
+            f"--model names demo(s) that are not enabled and that no enabled tab reads: {', '.join(unknown_models)}"
+        )
 
 
 def apply_offline(offline: bool) -> None:

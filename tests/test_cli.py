@@ -136,7 +136,9 @@ def test_a_wrong_demo_id_is_said_before_a_model_library_loads():
         (["--port", "abc"], {}, ["--port", "'abc'"]),
         (["--dtype", "float16"], {}, ["--dtype", "float16"]),
         (["--model", "fill-mask"], {}, ["DEMO=ID_OR_DIR"]),
-        (["--model", "layers=./x", "--demos", "fill-mask"], {}, ["not enabled: layers"]),
+        (["--model", "layers=./x", "--demos", "fill-mask"], {}, ["not enabled and that no enabled tab reads: layers"]),
+        (["--prot", "7872"], {}, ["unknown option --prot", "did you mean --port?"]),
+        (["--cache-dir", "/proc/no-such-folder"], {}, ["--cache-dir", "/proc/no-such-folder", "cannot be written"]),
         (["--queue-size", "0"], {}, ["--queue-size", "at least 1"]),
         (["--host", "no-such-host.invalid"], {}, ["no-such-host.invalid", "--host"]),
         ([], {"HUB_PORT": "abc"}, ["HUB_PORT", "whole number", "'abc'"]),
@@ -158,6 +160,37 @@ def test_a_wrong_demo_id_is_said_before_a_model_library_loads():
 def test_a_wrong_setting_is_one_line_and_a_non_zero_exit(args, env, words):
     # 30 s is far above the second it takes: only loading torch and gradio first would come near it
     assert_one_line_error(hub_command(*args, env=env, timeout=30), *words)
+
+
+def test_a_model_for_a_tab_that_an_enabled_tab_reads_is_accepted(tmp_path):
+    result = hub_command("list", "--demos", "attention", "--model", f"fill-mask={tmp_path}", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert f"fill-mask             yes        {tmp_path}" in result.stdout
+
+
+def test_start_up_names_the_hubs_own_flag_for_a_public_link(tmp_path):
+    port = free_port()
+    hub = subprocess.Popen(
+        [sys.executable, "-m", "hub", "--demos", "positional-encoding", "--preset", "tiny", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "HUB_CACHE_DIR": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        for line in hub.stdout:
+            lines.append(line.strip())
+            if "--share" in line:
+                break
+    finally:
+        hub.terminate()
+        hub.wait(30)
+    said = "\n".join(lines)
+    assert f"Running on http://127.0.0.1:{port}" in said
+    assert "start with --share" in said
+    assert "share=True" not in said
 
 
 def test_a_port_in_use_is_said_before_anything_loads():

@@ -197,7 +197,7 @@ def test_tiny_preset_shows_a_banner_and_deep_links_open_a_tab(page, hub_url):
     page.goto(f"{hub_url}?tab=fill-mask")
     assert "random weights" in page.locator("#tiny-banner").inner_text()
     page.wait_for_function(
-        "() => document.querySelector(\"button[role='tab'][aria-selected='true']\")?.innerText.includes('Fill-mask')"
+        "() => [...document.querySelectorAll(\"button[role='tab'][aria-selected='true']\")].some(t => t.innerText.includes('Fill-mask'))"
     )
     page.get_by_role("tab", name="Text generation (tiny GPT-2)").click()
     page.get_by_role("button", name="Generate").wait_for()
@@ -250,7 +250,12 @@ def test_tab_titles_name_the_model_loaded(tmp_path):
 def page_texts(app) -> dict[str, str]:
     """The page's Markdown texts by elem_id, and its tab titles under "tabs"."""
     texts = {block.elem_id: block.value for block in app.blocks.values() if isinstance(block, gr.Markdown)}
-    return {**texts, "tabs": [block.label for block in app.blocks.values() if isinstance(block, gr.Tab)]}
+    tabs = [block for block in app.blocks.values() if isinstance(block, gr.Tab)]
+    return {
+        **texts,
+        "tabs": [tab.label for tab in tabs if tab.id != "start-here" and not str(tab.id).startswith("chapter-")],
+        "chapters": [tab.label for tab in tabs if str(tab.id).startswith("chapter-")],
+    }
 
 
 @pytest.fixture

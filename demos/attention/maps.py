@@ -325,7 +325,7 @@ def attention_tab(store: ModelStore) -> None:
                 )
                 columns[kind] = (notice, figure, token, token_view, steps_text, steps, overview)
     code = code_accordion()
-    link_inputs("attention", text=text, model=encoder, layer=layer, head=head)  # ?tab=attention&text=...
+    link_inputs("attention", run=run, text=text, model=encoder, layer=layer, head=head)  # ?tab=attention&text=...
     enc_maps, dec_maps = gr.State(), gr.State()
 
     @show_errors

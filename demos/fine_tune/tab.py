@@ -203,6 +203,7 @@ def fine_tune_tab(store: ModelStore) -> None:
             # ?tab=fine-tune&epochs=1&learning_rate=0.0005... and a Copy link button (a CSV cannot travel in a link)
             link_inputs(
                 DEMO_ID,
+                run=train,
                 dataset=dataset,
                 epochs=epochs,
                 learning_rate=learning_rate,

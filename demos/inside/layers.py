@@ -388,7 +388,9 @@ def layers_tab(store: ModelStore) -> None:
             scale=2,
         )
     code = code_accordion()
-    link_inputs(DEMO_ID, text=text, model=which)  # ?tab=layers&text=...&model=encoder, by /layer_predictions' names
+    link_inputs(
+        DEMO_ID, run=run, text=text, model=which
+    )  # ?tab=layers&text=...&model=encoder, by /layer_predictions' names
 
     @show_errors
     def show(text: str, which: str, progress=gr.Progress()):

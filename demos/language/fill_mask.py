@@ -177,7 +177,7 @@ def fill_mask_tab(store: ModelStore) -> None:
                 elem_id="fill-mask-tokens",
             )
     code = code_accordion()
-    link_inputs(DEMO_ID, text=text, top_k=top_k)  # ?tab=fill-mask&text=...&top_k=... and a Copy link button
+    link_inputs(DEMO_ID, run=run, text=text, top_k=top_k)  # ?tab=fill-mask&text=...&top_k=... and a Copy link button
     # Visitors who ask at about the same time share one forward pass; each request is checked on its own first.
     batched = MicroBatcher(lambda requests: fill_masks(store.get(DEMO_ID), requests))
 

@@ -384,7 +384,7 @@ def text_generation_tab(store: ModelStore) -> None:
                 elem_id="generation-alternatives",
             )
     code = code_accordion()
-    link_inputs(DEMO_ID, prompt=prompt, max_new_tokens=max_new_tokens, decoding=decoding, temperature=temperature,
+    link_inputs(DEMO_ID, run=run, prompt=prompt, max_new_tokens=max_new_tokens, decoding=decoding, temperature=temperature,
                 top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed)  # fmt: skip
     generation = gr.State()  # the last Generation: exact token ids for the probability view
     scored = gr.State()  # its TokenProbabilities, for clicks on tokens

@@ -76,6 +76,8 @@ def hub_repos(source: str) -> list[str]:
 def load_image_generator(source: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> ImageGenerator:
     tiny_source = tiny_autoencoder_for(source)
     components = {}
+    # The model's own index first: when it is missing, the error names the model, not its tiny autoencoder.
+    AutoPipelineForText2Image.load_config(source)
     if tiny_source:
         # Passed to from_pretrained, the tiny autoencoder replaces the full one, which is then never loaded.
         components["vae"] = AutoencoderTiny.from_pretrained(tiny_source, dtype=dtype, use_safetensors=True)

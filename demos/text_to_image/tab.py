@@ -109,6 +109,7 @@ def text_to_image_tab(store: ModelStore) -> None:
             examples = gr.Examples(EXAMPLES, inputs=[prompt])  # a click draws it: see the event below
             link_inputs(
                 DEMO_ID,
+                run=run,
                 prompt=prompt,
                 negative_prompt=negative_prompt,
                 steps=steps,
