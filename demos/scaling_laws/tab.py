@@ -124,7 +124,8 @@ def scaling_laws_tab(store: ModelStore) -> None:
     examples = gr.Examples(
         EXAMPLES, inputs=[size, tokens, seed], label="Examples: click one to train it", elem_id="scaling-laws-examples"
     )
-    link_inputs(DEMO_ID, size=size, tokens=tokens, seed=seed)  # ?tab=scaling-laws&size=2%20x%2048&tokens=65536
+    # ?tab=scaling-laws&size=2%20x%2048&tokens=65536&seed=0, and &run=1 trains it at once
+    link_inputs(DEMO_ID, run=train_button, size=size, tokens=tokens, seed=seed)
     status = gr.Markdown(elem_id="scaling-laws-live")
     try:
         first = views(next(scaling_law()))
