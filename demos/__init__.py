@@ -4,7 +4,7 @@ Every demo, in tab order: the course's, chapter by chapter (hub/catalog.py CHAPT
 (the light table the CLI reads for `list` and --demos without importing torch; a test keeps the two equal).
 """
 
-from demos import fine_tune, text_to_image
+from demos import fine_tune, scaling_laws, text_to_image
 from demos.attention import maps as attention
 from demos.clip import tab as clip_zero_shot
 from demos.inside import layers, positional_encoding
@@ -22,6 +22,7 @@ DEMOS: list[Demo] = [
     clip_zero_shot.DEMO,
     fine_tune.DEMO,
     text_to_image.DEMO,
+    scaling_laws.DEMO,
 ]
 
 

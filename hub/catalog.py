@@ -78,6 +78,7 @@ CATALOG = (
         source_is_repo=False,
         module="demos.text_to_image",
     ),
+    Entry("scaling-laws", "Scaling laws", "", tiny=False, module="demos.scaling_laws"),
     # The encoder the language views compare with; it has no tab and no --model of its own.
     Entry("minilm", "MiniLM encoder", MINILM, (MINILM,), packaged_in=MINILM_PACKAGE, tiny=False, tab=False),
 )
@@ -140,6 +141,13 @@ CHAPTERS = (
         "a diffusion model draws from a prompt, step by step",
         ("text_to_image",),
         ("text-to-image",),
+    ),
+    Chapter(
+        "scaling",
+        "How they scale",
+        "bigger models and more text lower the loss along a law you can fit, and one more model trained live tests it",
+        ("scaling_laws",),
+        ("scaling-laws",),
     ),
 )
 CHAPTER_OF = {demo_id: chapter for chapter in CHAPTERS for demo_id in chapter.demos}
