@@ -4,7 +4,14 @@ Every demo, in tab order: the course's, chapter by chapter (hub/catalog.py CHAPT
 (the light table the CLI reads for `list` and --demos without importing torch; a test keeps the two equal).
 """
 
-from demos import fine_tune, scaling_laws, text_to_image
+from demos import (
+    before_transformers,
+    efficient_attention,
+    fine_tune,
+    scaling_laws,
+    text_to_image,
+    why_this_prediction,
+)
 from demos.attention import maps as attention
 from demos.clip import tab as clip_zero_shot
 from demos.inside import layers, positional_encoding
@@ -13,6 +20,7 @@ from demos.vision import tab as image_classification
 from hub.demo import Demo
 
 DEMOS: list[Demo] = [
+    before_transformers.DEMO,
     attention.DEMO,
     layers.DEMO,
     positional_encoding.DEMO,
@@ -23,6 +31,8 @@ DEMOS: list[Demo] = [
     fine_tune.DEMO,
     text_to_image.DEMO,
     scaling_laws.DEMO,
+    efficient_attention.DEMO,
+    why_this_prediction.DEMO,
 ]
 
 

@@ -29,6 +29,7 @@ LANGUAGE_MODELS = ("text-generation", "fill-mask", "minilm")
 
 # Tab order, the course's (CHAPTERS below groups them); hub.settings.DEMO_IDS is the ids of the entries with a tab.
 CATALOG = (
+    Entry("before-transformers", "Before transformers", "", tiny=False, module="demos.before_transformers"),
     Entry("attention", "Attention", "", tiny=False, module="demos.attention.maps", uses=LANGUAGE_MODELS),
     Entry("layers", "Layer by layer", "", tiny=False, module="demos.inside.layers", uses=LANGUAGE_MODELS),
     Entry(
@@ -79,6 +80,22 @@ CATALOG = (
         module="demos.text_to_image",
     ),
     Entry("scaling-laws", "Scaling laws", "", tiny=False, module="demos.scaling_laws"),
+    Entry(
+        "efficient-attention",
+        "Efficient transformers",
+        "",
+        tiny=False,
+        module="demos.efficient_attention",
+        uses=("text-generation",),
+    ),
+    Entry(
+        "why-this-prediction",
+        "Why this prediction",
+        "",
+        tiny=False,
+        module="demos.why_this_prediction",
+        uses=LANGUAGE_MODELS,
+    ),
     # The encoder the language views compare with; it has no tab and no --model of its own.
     Entry("minilm", "MiniLM encoder", MINILM, (MINILM,), packaged_in=MINILM_PACKAGE, tiny=False, tab=False),
 )
@@ -100,6 +117,13 @@ class Chapter:
 
 
 CHAPTERS = (
+    Chapter(
+        "why-transformers",
+        "Why transformers",
+        "an RNN, a CNN and attention race on a task that needs to look far back, trained live",
+        ("before_transformers",),
+        ("before-transformers",),
+    ),
     Chapter(
         "attention",
         "Attention",
@@ -143,11 +167,19 @@ CHAPTERS = (
         ("text-to-image",),
     ),
     Chapter(
-        "scaling",
-        "How they scale",
-        "bigger models and more text lower the loss along a law you can fit, and one more model trained live tests it",
-        ("scaling_laws",),
-        ("scaling-laws",),
+        "scale",
+        "Scale and efficiency",
+        "bigger models and more text lower the loss along a law you can fit; a cache, sparse masks and int8 weights make "
+        "the same model cheaper",
+        ("scaling_laws", "efficient_attention"),
+        ("scaling-laws", "efficient-attention"),
+    ),
+    Chapter(
+        "why-this-prediction",
+        "Why this prediction",
+        "which words caused a prediction, where in the model it was decided, which heads copy, what else it could say",
+        ("why_this_prediction",),
+        ("why-this-prediction",),
     ),
 )
 CHAPTER_OF = {demo_id: chapter for chapter in CHAPTERS for demo_id in chapter.demos}

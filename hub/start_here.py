@@ -31,6 +31,14 @@ class Step:
 
 STEPS = (
     Step(
+        "Why transformers",
+        "Before transformers, a recurrent network read a sentence one token at a time and a convolution saw only a "
+        "few neighbours. Here three models of the same size race on a task that needs to look far back, trained in "
+        "front of you: watch attention keep its accuracy as the sequences grow.",
+        {"tab": "before-transformers", "run": "1"},
+        offline_note="Trains three small models here, with no download: works offline.",
+    ),
+    Step(
         "What a transformer is",
         "A transformer turns text into tokens, lets every token look at the others (attention), and predicts from "
         "what it gathered. Here GPT-2 continues a sentence one token at a time; click any generated token to see "
@@ -144,6 +152,36 @@ STEPS = (
         "cross-attention. Watch the image appear step by step.",
         {"tab": "text-to-image", "prompt": "a watercolor painting of a lighthouse at dawn", "run": "1"},
         needs=("text-to-image",),
+    ),  # fmt: skip
+    Step(
+        "Scaling",
+        "Bigger models trained on more text reach a lower loss, along a law you can fit: L(N) = E + A / N^alpha. "
+        "The points were trained on this kind of machine; train one more model live and see whether the law "
+        "predicted it.",
+        {"tab": "scaling-laws", "size": "1 x 12", "tokens": "8192", "run": "1"},
+        offline_note="Small models on a corpus installed with the hub: works offline.",
+    ),  # fmt: skip
+    Step(
+        "Efficiency",
+        "Generating token by token recomputes the past unless the keys and values are kept: the KV cache. Compare "
+        "the time per token with and without it, then read the same text with sparse attention masks and with "
+        "int8 weights.",
+        {
+            "tab": "efficient-attention",
+            "text": "The history of the transformer begins with a paper about attention.",
+            "new_tokens": "16",
+        },
+        needs=("text-generation",),
+        press="#efficient-kv-run",
+    ),  # fmt: skip
+    Step(
+        "Why this prediction",
+        "Attention shows where a model looks, not what made it decide. Attribution scores each input word by how "
+        "much it pushed the prediction; the other views find where in the layers it was decided, which heads copy, "
+        "and what else the model could have said.",
+        {"tab": "why-this-prediction", "text": "The capital of France is the city of"},
+        needs=("text-generation",),
+        press="#why-attribution-run",
     ),  # fmt: skip
 )
 

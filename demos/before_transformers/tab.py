@@ -115,7 +115,7 @@ def before_transformers_tab(store: ModelStore) -> None:
                 run = gr.Button("Train and race", variant="primary", elem_id="bt-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="bt-stop")
             examples = gr.Examples(EXAMPLES, inputs=[length_max, seed, steps], label="Examples: click one to run it")
-            link_inputs(DEMO_ID, length_max=length_max, seed=seed, steps=steps)
+            link_inputs(DEMO_ID, run=run, length_max=length_max, seed=seed, steps=steps)
         with gr.Column(scale=3):
             step_line = gr.Markdown("Press **Train and race** to start.", elem_id="bt-step")
             accuracy_image = figure_image(label="Held-out accuracy against length", elem_id="bt-accuracy")

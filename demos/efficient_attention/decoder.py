@@ -4,7 +4,7 @@ from typing import Any
 
 import torch
 
-from demos.text_generation import TextGenerator, context_of
+from demos.language.text_generation import TextGenerator, context_of
 from hub.checks import check_text
 from hub.errors import HubError
 from hub.models import ModelStore

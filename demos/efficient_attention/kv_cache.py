@@ -9,7 +9,7 @@ import torch
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
 from demos.efficient_attention.decoder import MEGABYTE, context, token_ids
-from demos.text_generation import TextGenerator
+from demos.language.text_generation import TextGenerator
 from hub.checks import check_int
 from hub.errors import HubError
 from hub.jobs import Job

@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, StoppingCriteria
 from transformers.pytorch_utils import Conv1D
 
 from demos.efficient_attention.decoder import MEGABYTE, context, token_ids
-from demos.text_generation import TextGenerator
+from demos.language.text_generation import TextGenerator
 from hub.device import bfloat16_is_faster
 from hub.errors import HubError
 from hub.jobs import Job

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from demos.efficient_attention.decoder import context, token_ids
-from demos.text_generation import TextGenerator
+from demos.language.text_generation import TextGenerator
 from hub.checks import check_choice, check_int
 from hub.jobs import Job
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import gradio as gr
 
-from demos import text_generation
 from demos.efficient_attention.decoder import DEMO_ID, MAX_CHARS, load_decoder
 from demos.efficient_attention.figures import (
     kv_cache_figure,
@@ -30,6 +29,7 @@ from demos.efficient_attention.sparse import (
     sparse_attention,
     sparse_code,
 )
+from demos.language import text_generation
 from hub.demo import Demo
 from hub.errors import HubError
 from hub.jobs import Job, VisitorJobs

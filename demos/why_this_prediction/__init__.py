@@ -1,7 +1,7 @@
 """Why this prediction: which input tokens caused it (attribution), where in the model it was decided (activation
 patching), heads with a job (induction heads), and what else the model could have said (branches)."""
 
-from demos.attention import USES
+from demos.attention.maps import USES
 from demos.why_this_prediction.tab import DEMO_ID, why_tab
 from hub.demo import Demo
 

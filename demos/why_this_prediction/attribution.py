@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from scipy.stats import spearmanr
 
-from demos.layers import readable
+from demos.inside.layers import readable
 from demos.why_this_prediction.common import (
     Prediction,
     embedding_layer,

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch.nn.functional import cross_entropy
 
-from demos.head_ablation import switch_heads_off
+from demos.attention.head_ablation import switch_heads_off
 from hub.checks import check_choice, check_int
 from hub.errors import HubError
 from hub.figures import figure_png, heatmap

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from demos.layers import readable
+from demos.inside.layers import readable
 from demos.why_this_prediction.common import Prediction, hookable, read_prediction, scores_at, word_id, word_text
 from hub.errors import HubError
 from hub.figures import heatmap

@@ -6,7 +6,7 @@ import html
 import gradio as gr
 import pandas as pd
 
-from demos.layers import readable
+from demos.inside.layers import readable
 from demos.why_this_prediction import attribution as attr
 from demos.why_this_prediction import branches as br
 from demos.why_this_prediction import induction as ind
