@@ -70,7 +70,10 @@ class Job:
         return time.monotonic() > self.deadline
 
     def should_stop(self) -> bool:
-        """What the work checks between its steps."""
+        """What the work checks between its steps. Work running whole on the model thread (run(...,
+        on_model_thread=True)) lets the requests that came meanwhile run here, so they wait one step, not the job."""
+        if model_thread.is_model_thread():
+            model_thread.serve_waiting()
         return self.stop.is_set() or self.out_of_time()
 
     def run(
@@ -79,6 +82,7 @@ class Job:
         name: str = "job",
         update_every_s: float = 0.1,
         heartbeat: bool = False,
+        on_model_thread: bool = False,
     ) -> Iterator[Any]:
         """Run `work(self)` in a worker thread; yield the latest progress when it changed, at most every
         `update_every_s` (with `heartbeat`, on every tick even when it did not, so that a caller that shows nothing
@@ -92,7 +96,9 @@ class Job:
 
         def target() -> None:
             try:
-                work(self)
+                # A training loop or generation that is one blocking call runs whole on the model thread; each
+                # should_stop() between its steps serves the others there.
+                model_thread.run(work, self) if on_model_thread else work(self)
             except BaseException as error:  # handed to the reader, which raises it in the request's thread
                 failure.append(error)
             finally:

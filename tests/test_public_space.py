@@ -322,6 +322,23 @@ GOOD_TOOL_CALLS = {
     "layer_predictions": ({"text": SENTENCE}, "layers"),
     "positional_encoding": ({}, "matrix"),
     "word_order": ({}, "tokens_a"),
+    "sequence_race": ({"length_max": 8, "steps": 10}, "cnn_receptive_field"),
+    "scaling_law": ({}, "points"),
+    "kv_cache": ({"text": "the cat sat on the mat", "new_tokens": 2}, "same_text"),
+    "sparse_attention": (
+        {"text": "the cat sat on the mat and", "pattern": "sliding_window", "window": 2},
+        "perplexity",
+    ),
+    "quantize": ({"text": "the cat sat on the mat"}, "variants"),
+    "attribution": ({"text": "the cat sat on the mat and", "steps": 4}, "scores"),
+    "patching": ({"clean": "the cat sat on the mat and", "corrupted": "the dog sat on the mat and"}, "restored"),
+    "induction": ({"length": 10}, "scores"),
+    "branches": ({"prompt": "the cat sat", "temperatures": [0.0, 1.0], "max_new_tokens": 3}, "diverge_at"),
+    # branch after "the cat" (the tiny tokenizer's tokens, as /branches lists them) with " the" instead of " sat"
+    "continue_from": (
+        {"prompt": "the cat sat", "prefix_tokens": ["t", "he", "Ġc", "at"], "alternative": "Ġthe", "max_new_tokens": 2},
+        "tokens",
+    ),
 }
 
 

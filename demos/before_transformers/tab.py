@@ -22,6 +22,7 @@ from hub.demo import Demo
 from hub.errors import HubError
 from hub.jobs import Job
 from hub.links import link_inputs
+from hub.model_thread import off_model_thread
 from hub.models import ModelStore
 from hub.ui import code_accordion, figure_image, show_errors
 from hub.visitors import StopSwitches, session_id
@@ -128,6 +129,7 @@ def before_transformers_tab(store: ModelStore) -> None:
     step_state = gr.State("")  # a State: the API leaves it out, so /sequence_race returns the result alone
 
     @show_errors
+    @off_model_thread  # its job runs the race on the model thread
     def race(length_max: int = DEFAULTS.length_max, seed: int = DEFAULTS.seed, steps: int = DEFAULTS.steps,
              request: gr.Request = None, progress=gr.Progress()):  # fmt: skip
         """Train an RNN (LSTM), a 1-D CNN and a self-attention encoder of about the same size on the same task ("what was symbol number i?", asked at the end about the first half), then measure each on new sequences of growing length.
@@ -157,7 +159,9 @@ def before_transformers_tab(store: ModelStore) -> None:
         last = None
         with switches.switch(session_id(request)) as stop_switch:
             job = Job(TIME_LIMIT_S, stop_switch)
-            with closing(job.run(work, name="sequence-race", update_every_s=UPDATE_EVERY_S)) as updates:
+            with closing(
+                job.run(work, name="sequence-race", update_every_s=UPDATE_EVERY_S, on_model_thread=True)
+            ) as updates:
                 for last in updates:
                     if last.result is not None:
                         yield last.result, "**Done.**"
@@ -168,6 +172,7 @@ def before_transformers_tab(store: ModelStore) -> None:
         yield gr.skip(), f"**Stopped** ({where})."
 
     @show_errors
+    @off_model_thread  # at once, not after someone's step
     def request_stop(request: gr.Request = None) -> None:
         switches.stop_all(session_id(request))
 

@@ -34,6 +34,7 @@ from hub.demo import Demo
 from hub.errors import HubError
 from hub.jobs import Job, VisitorJobs
 from hub.links import link_inputs
+from hub.model_thread import off_model_thread
 from hub.models import ModelStore
 from hub.ui import code_accordion, figure_image, show_errors
 from hub.visitors import session_id
@@ -88,7 +89,7 @@ def run_job(work: Callable[[Job], Any], session: str, name: str, idle: Any) -> I
     job = Job(TIME_LIMIT_S)
     box = []
     with visitor_jobs.running(session, job):
-        with closing(job.run(lambda job: box.append(work(job)), name=name, update_every_s=TICK_S, heartbeat=True)) as ticks:  # fmt: skip
+        with closing(job.run(lambda job: box.append(work(job)), name=name, update_every_s=TICK_S, heartbeat=True, on_model_thread=True)) as ticks:  # fmt: skip
             for _ in ticks:
                 yield idle
     if not box:
@@ -198,6 +199,7 @@ def efficient_attention_tab(store: ModelStore) -> None:
         return lambda message: progress(0, desc=message)
 
     @show_errors
+    @off_model_thread  # each view's job runs on the model thread
     def show_kv(text, new_tokens, request: gr.Request = None, progress=gr.Progress()):
         yield gr.skip(), gr.skip(), gr.skip()  # from here on a cancel can close this handler
         generator = load_decoder(store, loading(progress))
@@ -210,6 +212,7 @@ def efficient_attention_tab(store: ModelStore) -> None:
         yield kv_summary(result), kv_cache_figure(result), code
 
     @show_errors
+    @off_model_thread
     def show_sparse(text, pattern, window, request: gr.Request = None, progress=gr.Progress()):
         yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
         generator = load_decoder(store, loading(progress))
@@ -228,6 +231,7 @@ def efficient_attention_tab(store: ModelStore) -> None:
         yield sparse_summary(result, timing), figure, timing_figure(timing, result["window"]), code
 
     @show_errors
+    @off_model_thread
     def show_quantize(text, request: gr.Request = None, progress=gr.Progress()):
         yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
         generator = load_decoder(store, loading(progress))
@@ -244,6 +248,7 @@ def efficient_attention_tab(store: ModelStore) -> None:
         )
 
     @show_errors
+    @off_model_thread  # at once, not after someone's step
     def request_stop(request: gr.Request = None):
         """Stop: the visitor's run ends at its next step."""
         visitor_jobs.stop(session_id(request), wait_s=0)
@@ -317,7 +322,7 @@ def register_api(store: ModelStore) -> None:
         (sparse_attention_api, "sparse_attention"),
         (quantize_api, "quantize"),
     ):
-        gr.api(show_errors(fn), api_name=name, concurrency_id=DEMO_ID)
+        gr.api(show_errors(off_model_thread(fn)), api_name=name, concurrency_id=DEMO_ID)
 
 
 DEMO = Demo(

@@ -95,7 +95,7 @@ def live_runs(size: Size, tokens: int, seed: int, stop: threading.Event | None =
         train(size, tokens, checkpoints, seed, should_stop=why_stop, on_step=lambda run: job.post(run.snapshot()))
 
     job = Job(LIVE_TIME_LIMIT_S, stop, slots=_live_slots)
-    return job.run(work, name="scaling-law", update_every_s=UPDATE_EVERY_S, heartbeat=True)
+    return job.run(work, name="scaling-law", update_every_s=UPDATE_EVERY_S, heartbeat=True, on_model_thread=True)
 
 
 def scaling_law(

@@ -21,6 +21,7 @@ from demos.scaling_laws.live import (
 from demos.scaling_laws.training import GRID_SIZES, SETTINGS, SIZES, size_parameters
 from hub.errors import HubError
 from hub.links import link_inputs
+from hub.model_thread import off_model_thread
 from hub.models import ModelStore
 from hub.ui import code_accordion, figure_image, show_errors
 from hub.visitors import StopSwitches, session_id
@@ -148,6 +149,7 @@ def scaling_laws_tab(store: ModelStore) -> None:
     code = code_accordion(first[5])
 
     @show_errors
+    @off_model_thread  # its job trains on the model thread
     def train_live(size: str, tokens: int, seed: int, request: gr.Request = None) -> Iterator[tuple]:
         check_live(size, tokens, seed)  # before anything is shown
         # An update at once: Gradio can close a handler (a cancel, a visitor who leaves) only once it has yielded.
@@ -169,6 +171,7 @@ def scaling_laws_tab(store: ModelStore) -> None:
                         yield figure_update, gr.skip(), gr.skip(), gr.skip(), live_text(live), gr.skip()
 
     @show_errors
+    @off_model_thread  # at once, not after someone's step
     def request_stop(request: gr.Request = None) -> None:
         stop_switches.stop_all(session_id(request))
 
@@ -185,6 +188,7 @@ def scaling_laws_tab(store: ModelStore) -> None:
     stop.click(request_stop, None, None, cancels=[event], queue=False, api_visibility="private")
 
     @show_errors
+    @off_model_thread  # a live run's job trains on the model thread
     def scaling_law_api(size: str | None = None, tokens: int | None = None, seed: int = 0) -> dict:
         """Validation loss of small GPT-2-shaped models against their size and training tokens (a grid computed by bench/scaling_grid.py), the scaling laws fitted to it, and optionally one model trained now.
 

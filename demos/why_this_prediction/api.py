@@ -24,7 +24,9 @@ def run_as_job(work: Callable[[Callable[[], bool]], Any], outputs: int) -> Itera
     runs, yield "nothing changed" for each of the event's outputs; return its result."""
     result = {}
     job = Job(TIME_LIMIT_S)
-    for _ in job.run(lambda job: result.update(value=work(job.should_stop)), name="branches", heartbeat=True):
+    for _ in job.run(
+        lambda job: result.update(value=work(job.should_stop)), name="branches", heartbeat=True, on_model_thread=True
+    ):
         yield tuple(gr.skip() for _ in range(outputs))
     return result["value"]
 

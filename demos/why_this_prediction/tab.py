@@ -16,6 +16,7 @@ from demos.why_this_prediction.common import top_words, word_id
 from hub.errors import HubError
 from hub.inside import DECODER, ENCODER, load_transformer, tokenize
 from hub.links import link_inputs
+from hub.model_thread import off_model_thread
 from hub.models import ModelStore
 from hub.ui import code_accordion, figure_image, show_errors
 
@@ -300,6 +301,7 @@ def branches_view(store: ModelStore) -> dict:
         return runs_markdown(d, seqs), gr.Dropdown(choices=choices, value=index), chips
 
     @show_errors
+    @off_model_thread  # its job generates on the model thread
     def generate(prompt, temperatures, new_tokens, seed):
         d = decoder()
         values = parse_temperatures(temperatures)
@@ -342,6 +344,7 @@ def branches_view(store: ModelStore) -> dict:
     tokens.select(alternatives_at, [prompt, sequences, pick], [options, alternative, clicked], api_visibility="private")
 
     @show_errors
+    @off_model_thread  # its job generates on the model thread
     def branch(prompt, seqs, where, chosen, temperature, new_tokens, seed):
         if not seqs or not where or not chosen:
             raise HubError("Click a token of a sequence first, then pick an alternative.")
