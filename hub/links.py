@@ -178,7 +178,7 @@ def open_links(app: gr.Blocks, chapter_tabs: gr.Tabs, chapters: list[ChapterTabs
         return opened(dict(request.query_params) if request else {})
 
     app.load(open_link, None, outputs, api_visibility="private").then(
-        None, js=sync_address_js(run_ids(runs)), api_visibility="private"
+        None, js=sync_address_js(run_ids(runs), tab_ids), api_visibility="private"
     )
     for chapter in chapters:
         chapter.tab.select(
@@ -227,7 +227,7 @@ def run_js(query: dict[str, str], ids: dict[str, str]) -> str:
     """
 
 
-def sync_address_js(run_ids: dict[str, str]) -> str:
+def sync_address_js(run_ids: dict[str, str], tab_ids: list[str]) -> str:
     """After the page opened a tab: when the address names another tab (an unknown one, or none), write the open
     tab's id into it; a link that opened its own tab is left exactly as it was typed. With `run=1` the opened tab's
     run button is pressed, once its inputs are filled."""
@@ -236,7 +236,8 @@ def sync_address_js(run_ids: dict[str, str]) -> str:
         window.hubLinkRead = true;
         const query = new URLSearchParams(location.search);
         const selected = [...document.querySelectorAll('[role=tab][aria-selected=true]')].filter(t => t.offsetParent);
-        const open = selected.at(-1)?.dataset.tabId;  // the innermost open tab: a demo's, or Start here
+        const tabs = new Set([...{json.dumps(tab_ids)}, {json.dumps(START_HERE)}]);
+        const open = selected.map(t => t.dataset.tabId).filter(id => tabs.has(id)).at(-1);  // a demo's, or Start here
         if (query.has("chapter") && !query.has("tab")) return;
         if (open && query.get("tab") !== open)
             history.replaceState(null, "", ({ADDRESS_JS})(open, []));

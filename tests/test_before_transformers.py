@@ -198,10 +198,10 @@ def test_api_sequence_race_returns_the_races_numbers(client, small_race):
     [
         ([float("nan"), 0, 20], "Longest length must be a finite number"),
         ([64, "zero", 20], "Seed must be a number"),
-        # Gradio checks a slider's bounds first, with its own words
-        ([64, 0, 100000], "greater than maximum value 1000"),
-        ([200, 0, 20], "greater than maximum value 128"),
-        ([64, -5, 20], "less than minimum value 0"),
+        # a slider's bounds are checked before the handler runs, in words that name the input
+        ([64, 0, 100000], "Training steps must be between 10 and 1000, got 100000"),
+        ([200, 0, 20], "Longest length must be between 8 and 128, got 200"),
+        ([64, -5, 20], "Seed must be between 0 and"),
         ([128, 0, 1000], "Training steps x Longest length"),
     ],
 )
