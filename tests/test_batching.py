@@ -141,7 +141,14 @@ def test_clip_image_features_batched_equal_each_image_alone(store):
 # --- over HTTP: many visitors at once -----------------------------------------------------------------------
 
 
-def test_concurrent_visitors_share_forward_passes_and_a_bad_one_fails_alone(client, store, monkeypatch):
+def visitors(hub_url: str, count: int) -> list:
+    """One gradio_client per visitor: a visitor may have only a few jobs queued at once (hub/fair_share.py)."""
+    from gradio_client import Client
+
+    return [Client(hub_url, verbose=False) for _ in range(count)]
+
+
+def test_concurrent_visitors_share_forward_passes_and_a_bad_one_fails_alone(hub_url, store, monkeypatch):
     batch_sizes = []
     real = demos.language.fill_mask.fill_masks
 
@@ -151,7 +158,8 @@ def test_concurrent_visitors_share_forward_passes_and_a_bad_one_fails_alone(clie
 
     monkeypatch.setattr(demos.language.fill_mask, "fill_masks", counted)  # the tab's batcher looks it up at each batch
     texts = TEXTS * 3 + ["no mask here", "[MASK] " * 9]
-    jobs = [client.submit(text, 5, api_name="/fill_mask") for text in texts]
+    clients = visitors(hub_url, len(texts))
+    jobs = [client.submit(text, 5, api_name="/fill_mask") for client, text in zip(clients, texts)]
     answers = []
     for job in jobs:
         try:
@@ -168,13 +176,14 @@ def test_concurrent_visitors_share_forward_passes_and_a_bad_one_fails_alone(clie
     assert max(served) > 1  # some visitors were served together
 
 
-def test_concurrent_images_with_a_broken_file_among_them(client, store, tmp_path):
+def test_concurrent_images_with_a_broken_file_among_them(hub_url, store, tmp_path):
     good = tmp_path / "cat.png"
     photo().save(good)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image at all")
     files = [good] * 5 + [broken]
-    jobs = [client.submit(handle_file(str(f)), 3, api_name="/classify_image") for f in files]
+    clients = visitors(hub_url, len(files))
+    jobs = [client.submit(handle_file(str(f)), 3, api_name="/classify_image") for client, f in zip(clients, files)]
     expected = classify_image(store.get("image-classification"), str(good), 3).probabilities
     for job in jobs[:-1]:
         answer = job.result(timeout=120)

@@ -169,7 +169,13 @@ def test_bad_settings_are_refused_with_a_message_naming_the_input(args, message)
 
 def test_the_code_shown_reproduces_the_accuracies(small_race, capsys):
     namespace = {}
-    exec(reproduce_code(**SMALL), namespace)
+    threads = torch.get_num_threads()
+    try:
+        exec(reproduce_code(**SMALL), namespace)
+    finally:
+        torch.set_num_threads(
+            threads
+        )  # the script sets one thread, as a plain script would; the tests after it keep theirs
     for kind in KINDS:
         assert namespace["accuracy"][kind] == small_race["models"][kind]["accuracy"]
     assert "attention 47" in capsys.readouterr().out  # its parameter count, printed

@@ -84,11 +84,24 @@ def test_closing_a_stream_of_steps_does_not_wait_for_the_model_thread():
 
 TEXT = "The cat sat on the [MASK] because it was tired."
 # Values for the inputs an endpoint has no default for, by name; and smaller settings where the defaults are slow.
-REQUIRED = {"text": TEXT, "label": "a cat"}
+REQUIRED = {
+    "text": TEXT,
+    "label": "a cat",
+    "clean": "the cat sat on the mat and",
+    "corrupted": "the dog sat on the mat and",  # as many tokens as the clean prompt, in the tiny tokenizer too
+    "prompt": "the cat sat",
+}
 CHEAPER = {
     "/generate": {"max_new_tokens": 8},
     "/fine_tune": {"epochs": 1},
     "/text_to_image": {"width": 64, "height": 64},
+    "/sequence_race": {"length_max": 8, "steps": 10},
+    "/kv_cache": {"new_tokens": 2},
+    "/attribution": {"steps": 4},
+    "/induction": {"length": 10},
+    "/branches": {"max_new_tokens": 3},
+    # a branch after "the cat", in the tiny tokenizer's tokens as /branches lists them
+    "/continue_from": {"prefix_tokens": ["t", "he", "Ġc", "at"], "alternative": "Ġthe", "max_new_tokens": 2},
 }
 
 

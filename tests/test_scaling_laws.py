@@ -276,8 +276,8 @@ def test_api_live_run_equals_the_core_run(client, tiny_live):
     [
         (["2 x 32", float("nan"), 0], "Training tokens must be between"),
         (["2 x 32", float("inf"), 0], "Training tokens must be between"),
-        (["2 x 32", 10**30, 0], "Training tokens must be between"),
-        (["2 x 32", 4096, 2**80], "Seed must be between"),
+        (["2 x 32", 10**30, 0], "Training tokens is far too large: a number of 31 digits. It must be between"),
+        (["2 x 32", 4096, 2**80], "Seed is far too large: a number of 25 digits. It must be between 0 and"),
         (["<b>huge</b>", 4096, 0], "Size must be one of"),
         ([["2 x 32"], 4096, 0], "Size must be one of"),
         (["2 x 32", {"a": 1}, 0], "Training tokens must be a number"),

@@ -427,7 +427,11 @@ NAN = float("nan")
     [
         ("attribution", [DECODER_TEXT, "decoder", None, None, "integrated_gradients", NAN], "Steps must be"),
         ("attribution", [DECODER_TEXT, "decoder", None, None, "lime", 32], "Method must be one of"),
-        ("attribution", [DECODER_TEXT, "decoder", None, None, "integrated_gradients", 10**30], "Steps must be"),
+        (
+            "attribution",
+            [DECODER_TEXT, "decoder", None, None, "integrated_gradients", 10**30],
+            "Steps is far too large",
+        ),
         ("attribution", ["the cat sat", "encoder", None, None, "occlusion", 32], "no mask found"),
         ("attribution", [DECODER_TEXT, "decoder", 42, None, "occlusion", 32], "Target must be text"),
         ("patching", [CLEAN, "a cat", "decoder", None, None], "same number of tokens"),

@@ -153,7 +153,7 @@ def efficient_attention_tab(store: ModelStore) -> None:
     gr.Markdown(INTRO)
     text = gr.Textbox(label="Text (read by all three views exactly as typed)", value=DEFAULT_TEXT, lines=3,
                       max_length=MAX_CHARS, elem_id="efficient-text")  # fmt: skip
-    with gr.Tabs():
+    with gr.Tabs(overflow_behavior="wrap"):  # every view in the bar, none in a "..." menu
         with gr.Tab("KV cache", id="efficient-kv-cache"):
             gr.Markdown(KV_INTRO)
             with gr.Row():
@@ -191,6 +191,7 @@ def efficient_attention_tab(store: ModelStore) -> None:
                 label="Size, speed, agreement", show_label=False, elem_id="efficient-quantize-figure"
             )
             top5 = gr.Dataframe(label="Next-token top 5 after the text (probability in percent)", interactive=False,
+                                headers=["rank", "float32", "bfloat16", "int8"],
                                 elem_id="efficient-top5")  # fmt: skip
             quantize_code_box = code_accordion()
     link_inputs(DEMO_ID, text=text, new_tokens=new_tokens, pattern=pattern, window=window)

@@ -28,7 +28,9 @@ _live_slots = threading.Semaphore(1)  # one live run at a time per process: a st
 
 
 def check_live(size: Any, tokens: Any, seed: Any) -> tuple[Size, int, int] | None:
-    """The live run asked for, or None when neither a size nor a token budget is given."""
+    """The live run asked for, or None when neither a size nor a token budget is given (a seed is checked anyway:
+    a wrong one is said, not ignored)."""
+    seed = check_int(seed, "Seed", 0, MAX_SEED)
     if size in (None, "") and tokens is None:
         return None
     if size in (None, ""):

@@ -92,8 +92,18 @@ def attribution_view(store: ModelStore) -> dict:
             interactive=False,
             elem_id="why-attribution-top",
         )
-        agreement = gr.Dataframe(label="Agreement: Spearman rank correlation", interactive=False, wrap=True)
-    scores = gr.Dataframe(label="The same numbers", interactive=False, wrap=True)
+        agreement = gr.Dataframe(
+            label="Agreement: Spearman rank correlation",
+            headers=["method", "method ", "rank correlation (1 = same order)"],
+            interactive=False,
+            wrap=True,
+        )
+    scores = gr.Dataframe(
+        label="The same numbers",
+        headers=["token", *[attr.METHOD_NAMES[m] for m in attr.METHODS[:-1]], "Occlusion (probability drop, points)"],
+        interactive=False,
+        wrap=True,
+    )
     code = code_accordion()
 
     @show_errors
@@ -204,7 +214,13 @@ def induction_view(store: ModelStore) -> dict:
         scores = figure_image(
             label="Induction score per head", show_label=False, elem_id="why-induction-scores", scale=3
         )
-        ranking = gr.Dataframe(label="Heads ranked by induction score", interactive=False, max_height=400, scale=2)
+        ranking = gr.Dataframe(
+            label="Heads ranked by induction score",
+            headers=["head (layer.head)", "induction score"],
+            interactive=False,
+            max_height=400,
+            scale=2,
+        )
     code = code_accordion()
 
     @show_errors
@@ -281,7 +297,9 @@ def branches_view(store: ModelStore) -> dict:
             tokens = gr.HighlightedText(label="Its tokens (click one to see what else could have come there)",
                                         elem_id="why-branches-tokens", combine_adjacent=False)  # fmt: skip
         with gr.Column(scale=2):
-            options = gr.Dataframe(label="Alternatives at the clicked token", interactive=False)
+            options = gr.Dataframe(
+                label="Alternatives at the clicked token", headers=["token", "probability"], interactive=False
+            )
             alternative = gr.Dropdown(label="Continue from", choices=[], interactive=True)
             branch_temperature = gr.Slider(0, br.MAX_TEMPERATURE, value=0.7, step=0.05, label="Branch temperature")
             grow = gr.Button("Branch from this alternative", variant="primary", elem_id="why-branches-grow")
@@ -367,7 +385,7 @@ def branches_view(store: ModelStore) -> dict:
 def why_tab(store: ModelStore) -> None:
     gr.Markdown(INTRO)
     linked = {}
-    with gr.Tabs():
+    with gr.Tabs(overflow_behavior="wrap"):  # every view in the bar, none in a "..." menu
         with gr.Tab("Which words", id="attribution"):
             linked |= attribution_view(store)
         with gr.Tab("Where in the model", id="patching"):
