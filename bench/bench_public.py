@@ -197,7 +197,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: flood, memory, classroom")
     skip = set(parser.parse_args().skip.split(","))
-    print(f"CPU: {cpu_name()}; float32; tiny preset; the machine is shared with other work while this runs")
+    load = os.getloadavg()[0]  # the times are only as quiet as the machine: say how busy it was
+    print(f"CPU: {cpu_name()}; float32; tiny preset; load average {load:.2f} at the start")
     with tempfile.TemporaryDirectory(prefix="hub-bench-public-") as folder:
         server, url = start_hub(Path(folder))
         try:
