@@ -45,7 +45,7 @@ CATALOG = (
         "Text generation (GPT-2)",
         "openai-community/gpt2",
         ("openai-community/gpt2",),
-        module="demos.language.text_generation",
+        module="demos.language.text_generation_tab",
     ),
     Entry(
         "fill-mask",
