@@ -37,7 +37,7 @@ CATALOG = (
         "Positional encoding",
         "",
         tiny=False,
-        module="demos.inside.positional_encoding",
+        module="demos.inside.positional_encoding_tab",
         uses=LANGUAGE_MODELS,
     ),
     Entry(
