@@ -31,7 +31,7 @@ LANGUAGE_MODELS = ("text-generation", "fill-mask", "minilm")
 CATALOG = (
     Entry("before-transformers", "Before transformers", "", tiny=False, module="demos.before_transformers"),
     Entry("attention", "Attention", "", tiny=False, module="demos.attention.maps", uses=LANGUAGE_MODELS),
-    Entry("layers", "Layer by layer", "", tiny=False, module="demos.inside.layers", uses=LANGUAGE_MODELS),
+    Entry("layers", "Layer by layer", "", tiny=False, module="demos.inside.layers_tab", uses=LANGUAGE_MODELS),
     Entry(
         "positional-encoding",
         "Positional encoding",
