@@ -14,17 +14,17 @@ from demos import (
 )
 from demos.attention import maps as attention
 from demos.clip import tab as clip_zero_shot
-from demos.inside import layers, positional_encoding
-from demos.language import fill_mask, text_generation
+from demos.inside import layers_tab, positional_encoding_tab
+from demos.language import fill_mask, text_generation_tab
 from demos.vision import tab as image_classification
 from hub.demo import Demo
 
 DEMOS: list[Demo] = [
     before_transformers.DEMO,
     attention.DEMO,
-    layers.DEMO,
-    positional_encoding.DEMO,
-    text_generation.DEMO,
+    layers_tab.DEMO,
+    positional_encoding_tab.DEMO,
+    text_generation_tab.DEMO,
     fill_mask.DEMO,
     image_classification.DEMO,
     clip_zero_shot.DEMO,

@@ -31,13 +31,13 @@ LANGUAGE_MODELS = ("text-generation", "fill-mask", "minilm")
 CATALOG = (
     Entry("before-transformers", "Before transformers", "", tiny=False, module="demos.before_transformers"),
     Entry("attention", "Attention", "", tiny=False, module="demos.attention.maps", uses=LANGUAGE_MODELS),
-    Entry("layers", "Layer by layer", "", tiny=False, module="demos.inside.layers", uses=LANGUAGE_MODELS),
+    Entry("layers", "Layer by layer", "", tiny=False, module="demos.inside.layers_tab", uses=LANGUAGE_MODELS),
     Entry(
         "positional-encoding",
         "Positional encoding",
         "",
         tiny=False,
-        module="demos.inside.positional_encoding",
+        module="demos.inside.positional_encoding_tab",
         uses=LANGUAGE_MODELS,
     ),
     Entry(
@@ -45,7 +45,7 @@ CATALOG = (
         "Text generation (GPT-2)",
         "openai-community/gpt2",
         ("openai-community/gpt2",),
-        module="demos.language.text_generation",
+        module="demos.language.text_generation_tab",
     ),
     Entry(
         "fill-mask",

@@ -53,7 +53,7 @@ def test_browser_the_dataset_choice_and_the_file_always_agree(page, hub_url, tmp
 
 
 def test_the_tab_shows_percent_whole_epochs_and_what_a_stop_leaves(tiny_backbone, small_data):
-    from demos.fine_tune.tab import accuracy_frame, per_class_frame, status_text, stopped_text
+    from demos.fine_tune.views import accuracy_frame, per_class_frame, status_text, stopped_text
 
     *_, run = train_stream(tiny_backbone, small_data, TrainingSettings(epochs=2, batch_size=16, max_length=32))
     assert accuracy_frame(run)["epoch"].tolist() == ["before", "1", "2"]  # whole epochs, not 0.5 steps

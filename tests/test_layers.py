@@ -11,16 +11,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-from demos.inside.layers import (
-    cached_diagram,
-    layer_predictions,
-    lens_code,
-    lens_figure,
-    lens_table,
-    model_parts,
-    parts_table,
-    total_parameters,
-)
+from demos.inside.data_flow import cached_diagram, model_parts, parts_table, total_parameters
+from demos.inside.layers import layer_predictions, lens_code, lens_figure, lens_table
 from hub.errors import HubError
 from hub.inside import forward, load_transformer, tokenize
 

@@ -12,17 +12,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
-from demos.inside.positional_encoding import (
-    EXAMPLE_A,
-    EXAMPLE_B,
-    comparison_figure,
-    encoder_outputs,
-    encoding_code,
-    encoding_figures,
-    order_code,
-    positional_encoding,
-    word_order,
-)
+from demos.inside.positional_encoding import comparison_figure, encoding_code, encoding_figures, positional_encoding
+from demos.inside.word_order import EXAMPLE_A, EXAMPLE_B, encoder_outputs, order_code, word_order
 from hub.errors import HubError
 from hub.inside import load_transformer
 from hub.links import read_linked_value

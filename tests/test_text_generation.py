@@ -12,7 +12,6 @@ from playwright.sync_api import expect
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from demos.language.text_generation import (
-    EXAMPLES,
     GenerationSettings,
     check_settings,
     configured_context,
@@ -24,6 +23,7 @@ from demos.language.text_generation import (
     running_generations,
     token_probabilities,
 )
+from demos.language.text_generation_tab import EXAMPLES
 from hub.errors import HubError
 from hub.jobs import Job
 
@@ -331,7 +331,7 @@ def test_generate_is_described_for_api_and_mcp_clients(store, hub_url):
     import httpx
     from gradio.utils import get_function_description
 
-    from demos.language.text_generation import text_generation_tab
+    from demos.language.text_generation_tab import text_generation_tab
 
     with gr.Blocks() as blocks:
         text_generation_tab(store)

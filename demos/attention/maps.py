@@ -16,7 +16,7 @@ from demos.attention.head_ablation import model_class
 from demos.attention.step_by_step import STEP_COLUMNS, difference_note, readable, step_by_step
 from demos.fine_tune import DEFAULT_MODEL as MINILM_MODEL
 from demos.fine_tune import backbone_hub_repos, resolve_backbone
-from demos.language import fill_mask, text_generation
+from demos.language import fill_mask, text_generation_tab
 from hub.demo import Demo
 from hub.errors import HubError
 from hub.figures import heatmap
@@ -62,7 +62,7 @@ MINILM = Demo(
     tab=None,
     hub_repos=backbone_hub_repos,
 )
-USES = (text_generation.DEMO, fill_mask.DEMO, MINILM)
+USES = (text_generation_tab.DEMO, fill_mask.DEMO, MINILM)
 
 
 # ---------------------------------------------------------------------------------------------------------

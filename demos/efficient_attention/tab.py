@@ -29,7 +29,7 @@ from demos.efficient_attention.sparse import (
     sparse_attention,
     sparse_code,
 )
-from demos.language import text_generation
+from demos.language import text_generation_tab
 from hub.demo import Demo
 from hub.errors import HubError
 from hub.jobs import Job, VisitorJobs
@@ -333,5 +333,5 @@ DEMO = Demo(
     load=None,
     build_tiny=None,
     tab=efficient_attention_tab,
-    uses=(text_generation.DEMO,),
+    uses=(text_generation_tab.DEMO,),
 )

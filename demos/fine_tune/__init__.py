@@ -3,6 +3,8 @@
     data.py      the built-in dataset or a visitor's CSV (checked by hub.tables), split into train and held out
     model.py     the backbone (MiniLM, offline), a new head per run, each visitor's fine-tuned model
     training.py  the settings, the training loop (run as a hub.jobs.Job by the tab), evaluation, metrics, code
+    views.py     what the tab shows of a run: its status line, loss and accuracy series, tables
+    attention.py how fine-tuning changed the attention heads, and its section of the tab (/fine_tune_attention)
     tab.py       the tab and its endpoints /fine_tune and /fine_tune_predict
 
 Below: the names other modules, the tests and the benchmark use.

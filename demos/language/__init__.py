@@ -1,1 +1,2 @@
-"""Pretrained models at work: GPT-2 writes (text_generation) and BERT fills in blanks (fill_mask)."""
+"""Pretrained models at work: GPT-2 writes (text_generation, its tab text_generation_tab) and BERT fills in blanks
+(fill_mask: the model, the work and the tab in one module)."""

@@ -21,7 +21,7 @@ from demos.vision.image_classification import (
     reproduce_code,
     top_classes,
 )
-from demos.vision.vit_attention import vit_attention_section
+from demos.vision.vit_attention_section import vit_attention_section
 from hub import model_thread
 from hub.batching import MAX_BATCH, MicroBatcher
 from hub.demo import Demo
@@ -114,8 +114,7 @@ def image_classification_tab(store: ModelStore) -> None:
             elem_id="image-classification-examples",
         )  # fmt: skip
 
-    # Imported here: the section reads this module's classifier (ImageClassifier, as_image).
-
+    # Under the classifier: where it looked, on the same photo.
     vit_attention_section(store, image)
 
 
