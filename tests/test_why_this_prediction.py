@@ -747,3 +747,17 @@ def test_browser_explains_then_explains_a_clicked_top_word(page, hub_url):
         timeout=180_000,  # a loaded machine: the view runs three methods again
     )
     assert "Explaining" in summary.inner_text() and summary.inner_text() != first
+
+
+def test_browser_minilm_explains_a_similarity_and_says_so(page, hub_url):
+    text, close = "A%20cat%20is%20sleeping%20on%20the%20sofa.", "A%20kitten%20naps%20on%20the%20couch."
+    page.goto(f"{hub_url}?tab=why-this-prediction&model=minilm&text={text}&target={close}")
+    page.wait_for_function("() => window.hubLinkRead === true")
+    page.locator("#why-attribution-run").click()
+    page.wait_for_function(
+        "() => document.querySelector('#why-attribution-summary').innerText.includes('Similarity mode')",
+        timeout=180_000,
+    )
+    summary = page.locator("#why-attribution-summary").inner_text()
+    assert "cos(text, 'A kitten naps on the couch.')" in summary and "Baseline" in summary
+    assert page.get_by_label("Compare with (a sentence)").input_value() == "A kitten naps on the couch."
