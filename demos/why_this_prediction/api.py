@@ -50,18 +50,18 @@ def register_api(store: ModelStore) -> None:
         method: str = "integrated_gradients",
         steps: int = 32,
     ) -> dict:
-        """Which input tokens made the model predict a word: one score per input token.
+        """Which input tokens made the model predict a word (or, on MiniLM, made the text close to a sentence): one score per input token.
 
         Args:
-            text: The text, at most 64 tokens, sent to the model exactly as given. The decoder predicts the next token; for the encoder, hide one word with [MASK] (or <mask>, ___).
-            model: "decoder" (GPT-2, the text-generation model; the default) or "encoder" (BERT, the fill-mask model).
-            target: The word to explain, one token of the model (e.g. " Paris" with GPT-2's leading space, or "ĠParis"); empty or null = the model's top word.
-            contrast: Optional second word B: the scores then explain logit(target) - logit(B), "why A rather than B".
-            method: "integrated_gradients" (Captum's LayerIntegratedGradients on the token embeddings, from a baseline of every token replaced by GPT-2's <|endoftext|> or BERT's [PAD], special tokens kept; the default), "input_x_gradient" (Captum's InputXGradient on the token embeddings) or "occlusion" (each token replaced by the baseline token: the drop in the target's probability, or of p(A) - p(B)).
+            text: The text, at most 64 tokens, sent to the model exactly as given. The decoder predicts the next token; for the encoder, hide one word with [MASK] (or <mask>, ___). "minilm" needs no mask.
+            model: "decoder" (GPT-2, the text-generation model; the default), "encoder" (BERT, the fill-mask model) or "minilm" (all-MiniLM-L6-v2, a sentence encoder without a word head; works offline, and is what "encoder" falls back to where BERT cannot be loaded). An encoder without a word head runs in similarity mode: what is explained is the cosine similarity between the text's sentence embedding (the mean of the last layer's hidden states over the tokens, as sentence-transformers pools all-MiniLM-L6-v2) and the target sentence's.
+            target: The word to explain, one token of the model (e.g. " Paris" with GPT-2's leading space, or "ĠParis"); empty or null = the model's top word. Similarity mode: the sentence to compare the text with (required).
+            contrast: Optional second word B: the scores then explain logit(target) - logit(B), "why A rather than B". Similarity mode: an optional second sentence B: the scores explain cos(text, target) - cos(text, B), "why closer to A than to B".
+            method: "integrated_gradients" (Captum's LayerIntegratedGradients on the token embeddings, from a baseline of every token replaced by GPT-2's <|endoftext|> or BERT's [PAD], special tokens kept; the default), "input_x_gradient" (Captum's InputXGradient on the token embeddings) or "occlusion" (each token replaced by the baseline token: the drop in the target's probability, or of p(A) - p(B); similarity mode: the drop in the similarity). Only the method asked for runs.
             steps: Integration steps of integrated gradients, 2 to 128. Default 32.
 
         Returns:
-            {"tokens": the model's tokens, "target": the explained word, "scores": one number per token (logit units; occlusion: a probability drop as a fraction), "delta": integrated gradients' convergence delta (the scores add up to f(input) - f(baseline) + delta, f = the target's logit or logit(A) - logit(B)) or null, "target_probability": the target's probability as a fraction from 0 to 1}.
+            {"tokens": the model's tokens, "target": the explained word (similarity mode: the target sentence), "scores": one number per token (logit units, or similarity units in similarity mode; occlusion: a probability drop as a fraction, or a similarity drop), "delta": integrated gradients' convergence delta (the scores add up to f(input) - f(baseline) + delta, f = the target's logit, logit(A) - logit(B), or the similarity explained) or null, "target_probability": the target's probability as a fraction from 0 to 1 (null in similarity mode)}; in similarity mode also "similarity": f of the text, cos(text, A) or cos(text, A) - cos(text, B).
         """
         return attr.attribution(load_transformer(store, model), text, target, contrast, method, steps)
 
@@ -71,14 +71,14 @@ def register_api(store: ModelStore) -> None:
         """Activation patching: where in the model the clean prompt's answer is decided.
 
         Args:
-            clean: The clean prompt, at most 32 tokens (e.g. "The Eiffel Tower is in the city of"); the encoder needs a [MASK].
+            clean: The clean prompt, at most 32 tokens (e.g. "The Eiffel Tower is in the city of"); the encoder needs a [MASK] ("minilm" does not).
             corrupted: The corrupted prompt: the same number of tokens, one or a few changed (e.g. "The Colosseum is in the city of").
-            model: "decoder" (GPT-2; the default) or "encoder" (BERT).
-            target: The clean answer, one token; empty = the clean prompt's top word.
-            foil: The word it is compared with, one token; empty = the corrupted prompt's top word (or the clean prompt's second, where both agree).
+            model: "decoder" (GPT-2; the default), "encoder" (BERT) or "minilm" (all-MiniLM-L6-v2, works offline). An encoder without a word head (MiniLM) runs in similarity mode: what is measured is the cosine similarity between the prompt's sentence embedding (mean over its tokens of the last layer's hidden states) and the target sentence's, minus the foil sentence's if one is given.
+            target: The clean answer, one token; empty = the clean prompt's top word. Similarity mode: the sentence to compare with (required).
+            foil: The word it is compared with, one token; empty = the corrupted prompt's top word (or the clean prompt's second, where both agree). Similarity mode: an optional second sentence.
 
         Returns:
-            {"tokens": the clean prompt's tokens, "layers": the model's number of layers, "restored": (layers + 1) rows x one number per position, row 0 = the embeddings, row l = the residual stream after layer l, each (diff_patched - corrupted_diff) / (clean_diff - corrupted_diff) (1 = the clean answer restored), "clean_diff", "corrupted_diff": logit(target) - logit(foil) of each run}.
+            {"tokens": the clean prompt's tokens, "layers": the model's number of layers, "restored": (layers + 1) rows x one number per position, row 0 = the embeddings, row l = the residual stream after layer l, each (diff_patched - corrupted_diff) / (clean_diff - corrupted_diff) (1 = the clean answer restored), "clean_diff", "corrupted_diff": logit(target) - logit(foil) of each run (similarity mode: cos(prompt, target), minus cos(prompt, foil) if given)}.
         """
         result = pat.patching(load_transformer(store, model), clean, corrupted, target, foil)
         return {key: result[key] for key in pat.API_KEYS}

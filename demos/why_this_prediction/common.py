@@ -71,9 +71,10 @@ def word_id(t: Transformer, word: Any, name: str) -> int:
 
 def scores_at(t: Transformer, position: int, **inputs: torch.Tensor) -> torch.Tensor:
     """(batch, vocabulary) scores at the prediction's position, float32. The decoder predicts at its last position
-    and computes only that one's scores: GPT-2's word head is a third of its arithmetic."""
+    and computes only that one's scores: GPT-2's word head is a third of its arithmetic. No run here continues, so
+    none keeps a cache of keys and values."""
     if t.kind == DECODER:
-        return t.model(**inputs, logits_to_keep=1).logits[:, -1].float()
+        return t.model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1].float()
     return t.model(**inputs).logits[:, position].float()
 
 
@@ -96,13 +97,18 @@ class Prediction:
     logits: torch.Tensor  # (vocabulary,) at the position, float32
 
 
-def read_prediction(t: Transformer, text: Any, name: str = "Text", max_tokens: int = 64) -> Prediction:
-    require_word_head(t)
+def read_tokens(t: Transformer, text: Any, name: str = "Text", max_tokens: int = 64) -> Tokens:
+    """A text as the model's tokens; a message names the input it is about."""
     check_text(text, name, 2_000)
     try:
-        tokens = tokenize(t, text, max_tokens)
+        return tokenize(t, text, max_tokens)
     except HubError as error:
         raise HubError(f"{name}: {error}") from None
+
+
+def read_prediction(t: Transformer, text: Any, name: str = "Text", max_tokens: int = 64) -> Prediction:
+    require_word_head(t)
+    tokens = read_tokens(t, text, name, max_tokens)
     position = prediction_position(t, tokens, name)
     return Prediction(tokens, position, next_word_logits(t, tokens.ids, position))
 
@@ -121,3 +127,7 @@ def hookable(t: Transformer) -> Iterator[Transformer]:
         view, lock = _views[id(t.model)]
     with lock:
         yield replace(t, model=view)
+
+
+def percent(p: float) -> str:
+    return f"{100 * p:.2f}%"
