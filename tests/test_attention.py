@@ -298,9 +298,14 @@ def test_browser_shows_both_models_and_a_click_opens_a_head(page, hub_url):
     page.get_by_role("button", name="Show attention").click()
     page.locator("#attention-encoder-head img").wait_for()
     page.locator("#attention-decoder-head img").wait_for()
+    for figure in ("attention-encoder-overview", "attention-decoder-overview"):
+        image = page.locator(f"#{figure} img")
+        image.scroll_into_view_if_needed()  # loaded lazily, once in view; a click lands only inside the window
+        page.wait_for_function("image => image.complete && image.naturalWidth > 0", arg=image.element_handle())
+        served = page.request.get(image.get_attribute("src"))  # the address the page shows serves the PNG itself
+        assert served.status == 200 and served.headers["content-type"] == "image/png", (figure, served.status)
+        assert Image.open(io.BytesIO(served.body())).width == image.evaluate("image => image.naturalWidth")
     overview = page.locator("#attention-decoder-overview img")
-    overview.wait_for()
-    overview.scroll_into_view_if_needed()  # a mouse click lands only inside the window
     box = overview.bounding_box()
     page.mouse.click(box["x"] + box["width"] - 8, box["y"] + box["height"] - 8)  # the last layer's last head
     page.get_by_text("layer 2: where", exact=False).first.wait_for()

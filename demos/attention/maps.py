@@ -285,6 +285,7 @@ def attention_tab(store: ModelStore) -> None:
                 steps = gr.Dataframe(
                     pd.DataFrame(columns=STEP_COLUMNS),
                     label="Step by step, for the picked token",
+                    elem_id=f"attention-{kind}-steps",
                     interactive=False,
                     wrap=True,
                 )
@@ -379,7 +380,12 @@ def attention_tab(store: ModelStore) -> None:
     def fit_sliders(which: str, layer: float, head: float):
         """The sliders' ranges follow the chosen encoder before a run (MiniLM has 6 layers, the tiny BERT 2)."""
         layers, heads = shown_shape(store, which)
-        return gr.Slider(maximum=layers, value=min(layer, layers)), gr.Slider(maximum=heads, value=min(head, heads))
+        # A value is set only when it is out of the new range: a link sets the model and the sliders at once, and
+        # this event may read the sliders' values from before the link's.
+        return (
+            gr.Slider(maximum=layers, **({"value": layers} if layer > layers else {})),
+            gr.Slider(maximum=heads, **({"value": heads} if head > heads else {})),
+        )
 
     encoder.change(fit_sliders, [encoder, layer, head], [layer, head], api_visibility="private", show_progress="hidden")
     gr.on(
