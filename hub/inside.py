@@ -4,16 +4,19 @@ they look into, a view of a loaded model that returns its attention weights, and
 The views read the very models the task tabs load (text generation's decoder, fill-mask's encoder), never a copy.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from hub import tiny
 from hub.checks import check_choice, check_int, check_text, check_unicode, use_model_mask
 from hub.errors import HubError, ModelUnavailableError
-from hub.models import ModelStore, weight_sharing_copy
+from hub.models import ModelStore, tiny_model_is_built, weight_sharing_copy
 
 ENCODER, DECODER, OFFLINE_ENCODER = "encoder", "decoder", "minilm"
 MODELS = (ENCODER, DECODER, OFFLINE_ENCODER)
@@ -189,3 +192,26 @@ def parse_heads(t: Transformer, heads: Any) -> list[tuple[int, int]]:
 def forward(t: Transformer, ids: torch.Tensor, attentions: bool = True, hidden_states: bool = False) -> Any:
     with torch.inference_mode():
         return t.model(input_ids=ids, output_attentions=attentions, output_hidden_states=hidden_states)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The sliders' ranges before a model is loaded
+
+BASE_SHAPE = (12, 12)  # GPT-2's and BERT-base's layers and heads: for a model whose config is not on this machine yet
+
+
+def configured_layers_and_heads(
+    store: ModelStore, demo_id: str, resolve: Callable[[str], str] = str
+) -> tuple[int, int] | None:
+    """(layers, heads per layer) of a demo's transformers model from its config alone, where that is on this machine
+    (a folder, the Hub cache, or the tiny preset's recipe before it is built): nothing loads and nothing downloads, so
+    a tab sizes its sliders before the first run (a run then sets them from the loaded model). `resolve` turns the
+    source into the folder the demo loads from (the fine-tune backbone's packaged MiniLM). None where no config says."""
+    source = store.source(demo_id)
+    if store.builds_tiny(demo_id) and not tiny_model_is_built(Path(source)):
+        return tiny.LAYERS, tiny.HEADS
+    try:
+        config = AutoConfig.from_pretrained(resolve(source), local_files_only=True)
+        return int(config.num_hidden_layers), int(config.num_attention_heads)
+    except Exception:  # not downloaded yet, or not a transformers model: the loaded model tells after a run
+        return None

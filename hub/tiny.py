@@ -7,6 +7,9 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import BertConfig, CLIPTokenizer, PreTrainedTokenizerFast
 
 CORPUS = Path(__file__).resolve().parent.parent / "assets" / "tiny_corpus.txt"
+# Every tiny GPT-2 and BERT has this many layers of this many heads: the views size their sliders from it before the
+# model is built (hub.inside.configured_layers_and_heads).
+LAYERS, HEADS = 2, 2
 
 
 def corpus_lines() -> list[str]:
@@ -73,8 +76,8 @@ def bert_config(tokenizer: PreTrainedTokenizerFast) -> BertConfig:
     return BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
         intermediate_size=64,
         max_position_embeddings=tokenizer.model_max_length,
         pad_token_id=tokenizer.pad_token_id,

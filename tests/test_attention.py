@@ -21,8 +21,8 @@ from demos.attention.maps import attention, attention_code, attention_maps, over
 from demos.fine_tune import packaged_minilm
 from hub.app import build_app
 from hub.errors import HubError
-from hub.inside import Transformer, load_transformer, parse_heads, tokenize
-from hub.models import ModelStore
+from hub.inside import Transformer, configured_layers_and_heads, load_transformer, parse_heads, tokenize
+from hub.models import ModelStore, build_tiny_model
 from hub.settings import Settings
 
 from .rest import rest_call
@@ -298,9 +298,14 @@ def test_browser_shows_both_models_and_a_click_opens_a_head(page, hub_url):
     page.get_by_role("button", name="Show attention").click()
     page.locator("#attention-encoder-head img").wait_for()
     page.locator("#attention-decoder-head img").wait_for()
+    for figure in ("attention-encoder-overview", "attention-decoder-overview"):
+        image = page.locator(f"#{figure} img")
+        image.scroll_into_view_if_needed()  # loaded lazily, once in view; a click lands only inside the window
+        page.wait_for_function("image => image.complete && image.naturalWidth > 0", arg=image.element_handle())
+        served = page.request.get(image.get_attribute("src"))  # the address the page shows serves the PNG itself
+        assert served.status == 200 and served.headers["content-type"] == "image/png", (figure, served.status)
+        assert Image.open(io.BytesIO(served.body())).width == image.evaluate("image => image.naturalWidth")
     overview = page.locator("#attention-decoder-overview img")
-    overview.wait_for()
-    overview.scroll_into_view_if_needed()  # a mouse click lands only inside the window
     box = overview.bounding_box()
     page.mouse.click(box["x"] + box["width"] - 8, box["y"] + box["height"] - 8)  # the last layer's last head
     page.get_by_text("layer 2: where", exact=False).first.wait_for()
@@ -315,7 +320,7 @@ def test_browser_a_link_fills_in_the_tab_and_a_bad_value_is_said(page, hub_url):
     assert page.get_by_label("number input for Head (0 = the mean over heads)").input_value() == "0"
     page.goto(f"{hub_url}?tab=attention&head=-1")
     page.wait_for_function("() => window.hubLinkRead === true")
-    assert "head must be between 0 and 12" in page.locator(".toast-body").first.inner_text()
+    assert "head must be between 0 and 2" in page.locator(".toast-body").first.inner_text()
     assert page.get_by_label("number input for Head (0 = the mean over heads)").input_value() == "1"
 
 
@@ -410,3 +415,18 @@ def test_step_by_step_of_a_bfloat16_model_is_float32_arithmetic_on_its_weights(s
     assert step.weights == pytest.approx(np.exp(masked - masked.max()) / np.exp(masked - masked.max()).sum(), abs=1e-6)
     assert step.model_dtype == "bfloat16"
     assert "bfloat16" in attention_demo.difference_note(step)
+
+
+def test_the_sliders_ranges_come_from_the_configs_before_any_model_loads(tmp_path):
+    """The tiny preset's models from their recipe before they are built, then from the saved config; MiniLM from its
+    package; a model with no config here gets GPT-2's and BERT-base's 12 x 12. Nothing is loaded."""
+    tiny = Settings(preset="tiny", cache_dir=tmp_path, offline=True, dtype="float32")
+    store = ModelStore(tiny, [attention_demo.DEMO])
+    assert configured_layers_and_heads(store, "fill-mask") == (2, 2)  # not built yet
+    assert attention_demo.shown_shape(store, "encoder") == (2, 2)
+    assert attention_demo.shown_shape(store, "minilm") == (6, 12)
+    build_tiny_model(store.demos["text-generation"], tmp_path)
+    assert configured_layers_and_heads(store, "text-generation") == (2, 2)  # read from the saved config.json
+    assert store._models == {}
+    elsewhere = ModelStore(Settings(cache_dir=tmp_path, offline=True, dtype="float32"), [attention_demo.DEMO])
+    assert attention_demo.shown_shape(elsewhere, "encoder") == (12, 12)  # GPT-2 and BERT are not in this cache

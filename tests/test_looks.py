@@ -28,3 +28,10 @@ def test_every_figure_keeps_its_buttons_off_the_picture(page_config):
     classes = {c["props"].get("elem_id"): c["props"].get("elem_classes") or [] for c in page_config["components"]}
     assert all("hub-figure" in classes[figure] for figure in FIGURES)
     assert ".hub-figure .image-container" in PRESENTER_CSS  # the strip above the picture for label and buttons
+
+
+def test_layer_and_head_sliders_offer_the_tiny_models_two_layers_before_a_run(page_config):
+    """Read from the models' configs (the tiny preset's recipe: 2 layers of 2 heads), not GPT-2's 12."""
+    props = {c["props"].get("elem_id"): c["props"] for c in page_config["components"]}
+    for slider in ("attention-layer", "attention-head", "fine-tune-attention-layer", "fine-tune-attention-head"):
+        assert props[slider]["maximum"] == 2, slider

@@ -144,3 +144,47 @@ def test_copy_link_gives_a_link_that_restores_the_inputs(page, hub_url):
     assert again.get_by_label("number input for Temperature").input_value() == "1.3"
     assert again.get_by_label("greedy").is_checked()
     assert again.evaluate("document.body.classList.contains('present')")
+
+
+# What a table or a textbox cuts off: a header or cell whose text is wider than its box, a column past the table's
+# right edge, a word broken inside (a one-word cell on two lines), a textbox showing fewer lines than it holds.
+CUT_JS = """
+(selector) => {
+    const cut = [];
+    for (const box of document.querySelectorAll(selector)) {
+        const right = box.getBoundingClientRect().right;
+        for (const cell of box.querySelectorAll("th, .body-cell")) {
+            const text = cell.innerText.trim();
+            if (!text || !cell.offsetParent) continue;
+            if (cell.getBoundingClientRect().right > right + 1) cut.push(`${text}: past the right edge`);
+            for (const inner of [cell, ...cell.querySelectorAll("*")])
+                if (inner.scrollWidth > inner.clientWidth + 1 && getComputedStyle(inner).overflowX === "hidden")
+                    cut.push(`${text}: cut`);
+            const line = parseFloat(getComputedStyle(cell).lineHeight) || 30;
+            const span = [...cell.querySelectorAll("span")].find(s => s.innerText.trim() === text) || cell;
+            if (!/\\s/.test(text) && span.getBoundingClientRect().height > 1.6 * line) cut.push(`${text}: broken`);
+        }
+    }
+    for (const t of document.querySelectorAll("textarea"))
+        if (t.offsetParent && t.scrollHeight > t.clientHeight + 2) cut.push(`textbox ${t.value.slice(0, 30)}: cut`);
+    return cut;
+}
+"""
+
+
+def test_on_a_projector_tables_and_textboxes_show_all_they_hold(page, hub_url):
+    """Presenter mode turned on after the page was drawn (the switch), at 1024x768: the attention tab's step-by-step
+    tables and its single-line textboxes; at 1280x720, the layers tab's parts table beside its diagram."""
+    page.set_viewport_size({"width": 1024, "height": 768})
+    open_hub(page, f"{hub_url}?tab=attention&run=1")
+    page.locator("#attention-decoder-steps .body-cell").first.wait_for()
+    page.locator("#presenter-switch input").click()
+    page.wait_for_timeout(300)
+    assert page.evaluate(CUT_JS, "#attention-encoder-steps, #attention-decoder-steps") == []
+
+    page.set_viewport_size({"width": 1280, "height": 720})
+    open_hub(page, f"{hub_url}?tab=layers&run=1&present=1")
+    parts = page.locator(".block", has_text="Parts and parameter counts").last
+    parts.get_by_text("embeddings", exact=True).first.wait_for()
+    parts.evaluate("box => box.classList.add('parts-under-test')")
+    assert page.evaluate(CUT_JS, ".parts-under-test") == []

@@ -17,20 +17,25 @@ from demos.attention.step_by_step import STEP_COLUMNS, difference_note, readable
 from demos.fine_tune import DEFAULT_MODEL as MINILM_MODEL
 from demos.fine_tune import backbone_hub_repos, resolve_backbone
 from demos.language import fill_mask, text_generation_tab
+from hub.checks import check_choice
 from hub.demo import Demo
 from hub.errors import HubError
 from hub.figures import heatmap
 from hub.inside import (
+    BASE_SHAPE,
     DECODER,
     ENCODER,
+    STORE_IDS,
     Transformer,
     check_head,
     check_layer,
+    configured_layers_and_heads,
     forward,
     load_transformer,
     tokenize,
 )
 from hub.links import link_inputs
+from hub.model_thread import off_model_thread
 from hub.models import ModelStore
 from hub.ui import code_accordion, figure_image, show_errors
 
@@ -227,6 +232,16 @@ EXAMPLES = [  # sentence, encoder, layer, head (0 = the mean over heads)
 ]
 
 
+def shown_shape(store: ModelStore, which: str) -> tuple[int, int]:
+    """The sliders' maxima before a run: the most layers and heads of the chosen encoder and the decoder, read from
+    their configs (a run then sets them from the loaded models); GPT-2's and BERT-base's where a config is not here."""
+    which = check_choice(which, "Model", list(STORE_IDS))
+    shapes = [
+        configured_layers_and_heads(store, STORE_IDS[w], resolve_backbone) or BASE_SHAPE for w in (which, DECODER)
+    ]
+    return max(layers for layers, _ in shapes), max(heads for _, heads in shapes)
+
+
 def token_choices(maps: AttentionMaps) -> list[tuple[str, int]]:
     return [(f"{i}: {token}", i) for i, token in enumerate(maps.labels, start=1)]
 
@@ -248,13 +263,14 @@ def attention_tab(store: ModelStore) -> None:
     with gr.Row():
         text = gr.Textbox(label="Sentence (at most 64 tokens)", value=EXAMPLE, scale=3)
         encoder = gr.Radio(ENCODERS, value=ENCODER, label="Encoder", scale=2)
+    layers, heads = shown_shape(store, ENCODER)  # the tiny preset's models have 2 layers, not 12
     with gr.Row():
-        layer = gr.Slider(1, 12, value=1, step=1, label="Layer")
-        head = gr.Slider(0, 12, value=1, step=1, label="Head (0 = the mean over heads)")
+        layer = gr.Slider(1, layers, value=1, step=1, label="Layer", elem_id="attention-layer")
+        head = gr.Slider(0, heads, value=1, step=1, label="Head (0 = the mean over heads)", elem_id="attention-head")
         run = gr.Button("Show attention", variant="primary")
     examples_place = gr.Column()  # filled below, once the handler the examples run is defined
     columns = {}
-    with gr.Row():
+    with gr.Row(elem_classes="hub-stack-present"):  # encoder and decoder one above the other on a projector
         for kind, title in (
             (ENCODER, "Encoder: every token sees every token"),
             (DECODER, "Decoder: only earlier tokens"),
@@ -269,6 +285,7 @@ def attention_tab(store: ModelStore) -> None:
                 steps = gr.Dataframe(
                     pd.DataFrame(columns=STEP_COLUMNS),
                     label="Step by step, for the picked token",
+                    elem_id=f"attention-{kind}-steps",
                     interactive=False,
                     wrap=True,
                 )
@@ -349,7 +366,7 @@ def attention_tab(store: ModelStore) -> None:
     gr.on([run.click, text.submit], show, [text, encoder, layer, head], shown, api_visibility="private")
     with examples_place:  # clicking an example fills the inputs, then runs the button's handler
         gr.Examples(
-            EXAMPLES,
+            [[sentence, which, min(at, layers), min(of, heads)] for sentence, which, at, of in EXAMPLES],  # in range
             inputs=[text, encoder, layer, head],
             outputs=shown,
             fn=show,
@@ -357,6 +374,20 @@ def attention_tab(store: ModelStore) -> None:
             cache_examples=False,
             label="Examples: click one to show it",
         )
+
+    @show_errors
+    @off_model_thread  # reads two config files; no torch
+    def fit_sliders(which: str, layer: float, head: float):
+        """The sliders' ranges follow the chosen encoder before a run (MiniLM has 6 layers, the tiny BERT 2)."""
+        layers, heads = shown_shape(store, which)
+        # A value is set only when it is out of the new range: a link sets the model and the sliders at once, and
+        # this event may read the sliders' values from before the link's.
+        return (
+            gr.Slider(maximum=layers, **({"value": layers} if layer > layers else {})),
+            gr.Slider(maximum=heads, **({"value": heads} if head > heads else {})),
+        )
+
+    encoder.change(fit_sliders, [encoder, layer, head], [layer, head], api_visibility="private", show_progress="hidden")
     gr.on(
         [layer.release, head.release, columns[ENCODER][2].input, columns[DECODER][2].input],
         draw,

@@ -19,10 +19,11 @@ from PIL import Image
 from transformers import AutoModel, PreTrainedModel
 
 from demos.fine_tune.data import DEFAULT_PROBES
+from demos.fine_tune.model import resolve_backbone
 from hub.checks import check_int, check_text
 from hub.errors import HubError
 from hub.figures import heatmap
-from hub.inside import MAX_CHARS, MAX_TOKENS, attention_view
+from hub.inside import BASE_SHAPE, MAX_CHARS, MAX_TOKENS, attention_view, configured_layers_and_heads
 from hub.models import ModelStore
 from hub.ui import code_accordion, figure_image, load_model, show_errors
 from hub.visitors import VisitorStore, session_id
@@ -257,8 +258,12 @@ def attention_change_section(store: ModelStore, demo_id: str, sessions: VisitorS
         )
         with gr.Row():
             first = "Starts at the head that changed most"
-            layer = gr.Slider(1, 12, value=1, step=1, label="Layer", info=first)
-            head = gr.Slider(1, 12, value=1, step=1, label="Head", info=first)
+            # the backbone's own shape before a run (the tiny preset's has 2 layers, MiniLM 6), from its config
+            layers, heads = configured_layers_and_heads(store, demo_id, resolve_backbone) or BASE_SHAPE
+            layer = gr.Slider(
+                1, layers, value=1, step=1, label="Layer", info=first, elem_id="fine-tune-attention-layer"
+            )
+            head = gr.Slider(1, heads, value=1, step=1, label="Head", info=first, elem_id="fine-tune-attention-head")
         with gr.Row():
             before_map = figure_image(label="Before training", show_label=False, elem_id="fine-tune-before")
             after_map = figure_image(label="After training", show_label=False, elem_id="fine-tune-after")

@@ -84,8 +84,8 @@ def build_tiny_gpt2(folder: Path) -> None:
         vocab_size=len(tokenizer),
         n_positions=256,
         n_embd=32,
-        n_layer=2,
-        n_head=2,
+        n_layer=tiny.LAYERS,
+        n_head=tiny.HEADS,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
