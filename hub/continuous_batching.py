@@ -25,6 +25,7 @@ from transformers import LogitsProcessorList, PreTrainedModel
 from hub import model_thread
 
 MAX_ROWS = 16  # the most sequences one decode step runs; more visitors wait to join
+PREFILL_POSITIONS = 2048  # the most padded prompt positions read in one forward pass: one step's wait stays short
 
 
 @dataclass(eq=False)
@@ -77,6 +78,7 @@ class ContinuousBatcher:
     def __init__(self, model: PreTrainedModel, max_rows: int = MAX_ROWS):
         self.model, self.max_rows = model, max_rows
         self.step_sizes: dict[int, int] = {}  # rows in a decode step -> how many steps had that many
+        self.prompt_reads: dict[int, int] = {}  # prompts read in one forward pass -> how many passes read that many
         self._lock = threading.Lock()
         self._joining: list[Decoding] = []
         self._scheduled = False
@@ -136,14 +138,45 @@ class ContinuousBatcher:
         with self._lock:
             room = self.max_rows - len(self._rows)
             joining, self._joining = self._joining[:room], self._joining[room:]
+        joining = [decoding for decoding in joining if not self._end_if_done(decoding)]  # stopped before it started
+        while joining:
+            group, joining = self._prefill_group(joining)
+            self._read_prompts(group)
+
+    @staticmethod
+    def _prefill_group(joining: list[Decoding]) -> tuple[list[Decoding], list[Decoding]]:
+        """The first joiners whose prompts, padded to the longest, fit in one forward pass of PREFILL_POSITIONS."""
+        count, longest = 0, 0
         for decoding in joining:
-            if self._end_if_done(decoding):  # stopped before it started
-                continue
-            ids = decoding.prompt_ids
-            out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
-            decoding.take(out.logits[:, -1])
-            if not self._end_if_done(decoding):
-                self._join(decoding, out.past_key_values)
+            longest = max(longest, decoding.prompt_ids.shape[1])
+            if count and (count + 1) * longest > PREFILL_POSITIONS:
+                break
+            count += 1
+        return joining[:count], joining[count:]
+
+    def _read_prompts(self, group: list[Decoding]) -> None:
+        """Read the prompts of these joiners in one forward pass (shorter ones padded on the left, as the rows are),
+        take each one's first token, and add those not done yet to the rows."""
+        self.prompt_reads[len(group)] = self.prompt_reads.get(len(group), 0) + 1
+        longest = max(decoding.prompt_ids.shape[1] for decoding in group)
+        ids = torch.cat([F.pad(d.prompt_ids, (longest - d.prompt_ids.shape[1], 0)) for d in group])
+        mask = torch.cat([F.pad(torch.ones_like(d.prompt_ids), (longest - d.prompt_ids.shape[1], 0)) for d in group])
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),  # each prompt counts from 0 at its first token
+            use_cache=True,
+            # as `generate` reads a prompt: the next token's logits only
+            **({"logits_to_keep": 1} if self.model._supports_logits_to_keep() else {}),
+        )
+        cache = out.past_key_values
+        if not bool(mask.all()):
+            self._pad_left(cache, 0, mask)  # what the padded positions wrote is masked out: zeros, never NaN
+        for i, decoding in enumerate(group):
+            decoding.take(out.logits[i : i + 1, -1])
+        staying = [i for i, decoding in enumerate(group) if not self._end_if_done(decoding)]
+        if staying:
+            self._join([group[i] for i in staying], cache, mask, staying)
 
     def _end_if_done(self, decoding: Decoding) -> bool:
         if decoding.done:
@@ -151,14 +184,18 @@ class ContinuousBatcher:
             return True
         return False
 
-    def _join(self, decoding: Decoding, cache) -> None:
-        """Add a sequence whose prompt was just read (its cache holds the prompt) to the rows."""
-        length = decoding.length - 1  # the cache holds every token but the newest
-        mask = decoding.prompt_ids.new_ones(1, length)
+    def _join(self, joining: list[Decoding], cache, mask: torch.Tensor, rows: list[int]) -> None:
+        """Add sequences whose prompts were just read to the rows: `rows` of `cache` and `mask` (B, positions), which
+        hold their prompts (every token but the newest)."""
+        if len(rows) < mask.shape[0]:
+            index = torch.tensor(rows, device=mask.device)
+            mask = mask[index]
+            for layer in cache.layers:
+                layer.keys, layer.values = layer.keys[index], layer.values[index]
         if self._cache is None:
-            self._rows, self._cache, self._mask = [decoding], cache, mask
+            self._rows, self._cache, self._mask = list(joining), cache, mask
             return
-        width = self._mask.shape[1]
+        width, length = self._mask.shape[1], mask.shape[1]
         if length > width:  # the rows so far get more padding on the left
             self._pad_left(self._cache, length - width)
             self._mask = F.pad(self._mask, (length - width, 0))
@@ -169,11 +206,15 @@ class ContinuousBatcher:
             layer.keys = torch.cat([layer.keys, new.keys])
             layer.values = torch.cat([layer.values, new.values])
         self._mask = torch.cat([self._mask, mask])
-        self._rows.append(decoding)
+        self._rows += joining
 
     @staticmethod
-    def _pad_left(cache, columns: int) -> None:
+    def _pad_left(cache, columns: int, mask: torch.Tensor | None = None) -> None:
+        """Add `columns` positions of padding on the left of every row (and zero the positions `mask` hides)."""
         for layer in cache.layers:  # (batch, heads, positions, head size): zeros the mask hides
+            if mask is not None:
+                hidden = ~mask.bool()[:, None, :, None]
+                layer.keys, layer.values = layer.keys.masked_fill(hidden, 0), layer.values.masked_fill(hidden, 0)
             layer.keys = F.pad(layer.keys, (0, 0, columns, 0))
             layer.values = F.pad(layer.values, (0, 0, columns, 0))
 

@@ -2,12 +2,14 @@
 transformers' own `generate` gives them alone: greedy equals plain `generate`, a seed equals `set_seed` + `generate`."""
 
 import threading
+import time
 
 import pytest
 import torch
 from transformers import set_seed
 
 from demos.language.text_generation import GenerationSettings, generate_stream, load_text_generator
+from hub import model_thread
 from hub.continuous_batching import batcher_for
 
 # Prompts of different lengths: the shorter ones are padded in the shared steps.
@@ -67,6 +69,26 @@ def test_four_greedy_streams_at_once_each_equal_plain_generate(generator):
     assert shared_steps(generator) > before  # they did share decode steps
     for prompt, setting, ids in zip(PROMPTS, settings, streamed):
         assert ids == alone(generator, prompt, setting)
+
+
+def test_prompts_of_different_lengths_read_in_one_pass_each_equal_plain_generate(generator):
+    """Visitors who arrive during someone's step join at the next one: their prompts, padded to the longest, are read
+    in one forward pass, and each still gets what `generate` gives it alone."""
+    settings = [GenerationSettings(max_new_tokens=20, decoding="greedy")] * 3 + [
+        GenerationSettings(max_new_tokens=20, temperature=1.2, seed=7)
+    ]
+    reads = batcher_for(generator.model).prompt_reads
+    before = reads.get(4, 0)
+    hold = threading.Event()
+    model_thread.submit(hold.wait, 30)  # the model thread is busy (someone's step) while the four arrive
+    results = []
+    visitors = threading.Thread(target=lambda: results.append(together(generator, PROMPTS, settings)))
+    visitors.start()
+    time.sleep(0.5)  # all four are waiting to join
+    hold.set()
+    visitors.join(timeout=120)
+    assert reads.get(4, 0) == before + 1  # one forward pass read all four prompts
+    assert results[0] == [alone(generator, prompt, setting) for prompt, setting in zip(PROMPTS, settings)]
 
 
 def test_sampled_streams_at_once_each_equal_their_seeded_run_alone(generator):

@@ -9,10 +9,11 @@ import pytest
 import torch
 from gradio_client.exceptions import AppError
 from playwright.sync_api import expect
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, TopKLogitsWarper, TopPLogitsWarper
 
 from demos.language.text_generation import (
     GenerationSettings,
+    TopPAfterTopK,
     check_settings,
     configured_context,
     fit_prompt,
@@ -159,6 +160,24 @@ def test_sampling_view_applies_top_k(generator):
     table = token_probabilities(generator, generation, settings, top=10).alternatives[0]
     assert (table["after sampling settings %"] > 0).sum() <= 3
     assert table["after sampling settings %"].sum() == pytest.approx(100.0, abs=0.1)
+
+
+@pytest.mark.parametrize("top_k", [1, 5, 50, 0])
+def test_top_p_after_top_k_equals_the_librarys_top_p(top_k):
+    """The faster top-p keeps exactly the tokens transformers' keeps, ties included: scores rounded to bfloat16
+    (many equal scores, some where the cut falls), a vocabulary of GPT-2's size, and no top-k at all."""
+    torch.manual_seed(0)
+    ids, cuts_in_ties = torch.zeros(1, 3, dtype=torch.long), 0
+    for n in range(300):
+        scores = torch.randn(1, 50257 if n % 10 == 0 else 997).mul(3).to(torch.bfloat16).float()
+        if top_k:
+            scores = TopKLogitsWarper(top_k)(ids, scores)
+        for top_p in (0.05, 0.5, 0.9, 0.95):
+            expected = TopPLogitsWarper(top_p)(ids, scores.clone())
+            assert torch.equal(TopPAfterTopK(top_p)(ids, scores.clone()), expected)
+            kept = expected[expected > -math.inf]
+            cuts_in_ties += bool((scores == kept.min()).sum() > (expected == kept.min()).sum())
+    assert top_k in (1, 0) or cuts_in_ties > 0  # the cut did fall inside groups of equal scores
 
 
 @pytest.mark.parametrize(

@@ -280,8 +280,36 @@ def sampling_processors(settings: GenerationSettings) -> LogitsProcessorList:
         if settings.top_k > 0:
             processors.append(TopKLogitsWarper(settings.top_k))
         if settings.top_p < 1.0:
-            processors.append(TopPLogitsWarper(settings.top_p))
+            processors.append(TopPAfterTopK(settings.top_p))
     return processors
+
+
+class TopPAfterTopK(TopPLogitsWarper):
+    """transformers' top-p with the same result, faster after a top-k cut. The library sorts the whole vocabulary
+    (50,257 tokens: ~3 ms a token, more than a 16-visitor decode step's share of the forward pass); after top-k all
+    but k scores are -inf, which sort first and are all removed. So this sorts the k others and puts the -inf ones
+    before them: the same sorted scores, the same cumulative probabilities. Only where the cut falls inside a group
+    of equal scores does the order within the group (the library's unstable sort's) decide which of them stay:
+    there, and for one row of mostly finite scores or any NaN, it runs the library's own code."""
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        allowed = scores[0] != self.filter_value if scores.shape[0] == 1 else None
+        if allowed is None or 2 * int(allowed.sum()) > scores.shape[1] or bool(scores.isnan().any()):
+            return super().__call__(input_ids, scores)
+        kept_ids = allowed.nonzero().squeeze(1)
+        kept_sorted, order = torch.sort(scores[0, kept_ids])
+        removed = scores.shape[1] - kept_ids.numel()
+        sorted_logits = torch.cat([scores.new_full((removed,), self.filter_value), kept_sorted])[None]
+        sorted_indices = torch.cat([(~allowed).nonzero().squeeze(1), kept_ids[order]])[None]
+        # from here on, the library's lines
+        cumulative_probs = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        sorted_indices_to_remove = cumulative_probs <= (1 - self.top_p)
+        sorted_indices_to_remove[..., -self.min_tokens_to_keep :] = 0
+        cut = int(sorted_indices_to_remove[0].sum())  # the first kept position: the removed ones come first
+        if 0 < cut and sorted_logits[0, cut - 1] == sorted_logits[0, cut]:  # the cut splits equal scores
+            return super().__call__(input_ids, scores)
+        indices_to_remove = sorted_indices_to_remove.scatter(1, sorted_indices, sorted_indices_to_remove)
+        return scores.masked_fill(indices_to_remove, self.filter_value)
 
 
 def token_probabilities(
