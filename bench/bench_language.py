@@ -113,6 +113,9 @@ def bench_language(
 
         gen = alternate({"bare": bare_generate, "hub": lambda: stream_generate(url, args.tokens)}, args.repeat)
         one_visitor_tps = args.tokens / gen["hub"]
+        # The many visitors sample (each their own seed): against the same request from one visitor alone.
+        alone = alternate({"sampling": lambda: stream_generate(url, args.tokens, "sampling", 0)}, args.repeat)
+        one_sampling_tps = args.tokens / alone["sampling"]
         wall, streams = at_once(lambda n: stream_generate(url, args.tokens, "sampling", n), args.visitors)
         many_tps = args.visitors * args.tokens / wall
         first_tokens = sorted(first for first, _ in streams)
@@ -138,7 +141,7 @@ def bench_language(
         many_rps = args.visitors * requests / at_once(visitor, args.visitors)[0]
 
     print(
-        f"{resolved}: generation {gen}; {args.visitors} streams {wall:.1f} s, first tokens {first_tokens}; "
+        f"{resolved}: generation {gen}; sampling alone {alone}; {args.visitors} streams {wall:.1f} s, first tokens {first_tokens}; "
         f"fill-mask {mask}; fill-mask requests/s {one_rps:.2f} alone, {many_rps:.2f} with {args.visitors}",
         flush=True,
     )
@@ -158,9 +161,9 @@ def bench_language(
             "measure": f"{args.visitors} visitors streaming {args.tokens} tokens at once (sampling)",
             "bare script": "",
             "hub": f"{many_tps:.1f} tokens/s in all; first tokens {first_tokens[0]:.1f}-{first_tokens[-1]:.1f} s",
-            "ratio": f"{many_tps / one_visitor_tps:.2f}x one visitor",
+            "ratio": f"{many_tps / one_sampling_tps:.2f}x one visitor ({one_sampling_tps:.1f} tokens/s)",
             "target": ">= 4x, first token <= 2 s",
-            "met": "yes" if many_tps >= 4 * one_visitor_tps and first_tokens[-1] <= 2 else "NO",
+            "met": "yes" if many_tps >= 4 * one_sampling_tps and first_tokens[-1] <= 2 else "NO",
         },
         {
             "dtype": resolved,

@@ -94,6 +94,11 @@ class ContinuousBatcher:
         if schedule:
             model_thread.submit(self._step)
 
+    @property
+    def generating(self) -> int:
+        """How many sequences are decoding or waiting to join."""
+        return len(self._rows) + len(self._joining)
+
     def _step(self) -> None:
         """One token for every row, then the waiting prompts read; again later while anyone is left."""
         try:

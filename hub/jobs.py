@@ -80,7 +80,7 @@ class Job:
         self,
         work: Callable[["Job"], Any],
         name: str = "job",
-        update_every_s: float = 0.1,
+        update_every_s: float | Callable[[], float] = 0.1,
         heartbeat: bool = False,
         on_model_thread: bool = False,
     ) -> Iterator[Any]:
@@ -88,7 +88,9 @@ class Job:
         `update_every_s` (with `heartbeat`, on every tick even when it did not, so that a caller that shows nothing
         until the end can still be closed by a cancel or a visitor who leaves). The last progress is always
         yielded once the work ends; an error raised by the work is raised here. Closing the iterator stops the
-        work at its next check (without waiting for it)."""
+        work at its next check (without waiting for it). `update_every_s` may be a function, asked before each
+        wait: a busy hub can look less often."""
+        interval = update_every_s if callable(update_every_s) else lambda: update_every_s
         if model_thread.is_model_thread():  # its reader would wait for work that can only run where it waits
             raise RuntimeError("A job's reader waits for the model thread: mark its handler off_model_thread.")
         done = threading.Event()
@@ -109,7 +111,7 @@ class Job:
                 done.set()
 
         if self.slots is not None:
-            while not self.slots.acquire(timeout=update_every_s):  # a stopped job may still be ending its step
+            while not self.slots.acquire(timeout=interval()):  # a stopped job may still be ending its step
                 if self.should_stop():
                     return
                 if heartbeat:
@@ -119,7 +121,7 @@ class Job:
         thread.start()
         seen = 0
         try:
-            while not done.wait(update_every_s):
+            while not done.wait(interval()):
                 if self.posts != seen or heartbeat:
                     seen = self.posts
                     yield self.progress

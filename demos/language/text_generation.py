@@ -39,7 +39,8 @@ MAX_PROMPT_CHARS = 20_000  # longer prompts are refused; long-but-allowed ones a
 MAX_NEW_TOKENS = 512
 DECODING = ("sampling", "greedy")
 TIME_LIMIT_S = 180  # a generation never runs longer than this, whoever asked for it
-UPDATE_EVERY_S = 0.1  # streamed updates are batched: each one costs CPU time the generation thread needs
+UPDATE_EVERY_S = 0.1  # streamed updates are batched: each one costs CPU time the model thread needs
+UPDATES_PER_S = 40  # in all, at most about this many while many generate at once: each of 16 streams gets 2.5 a second
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -187,11 +188,12 @@ def generate_stream(
     prompt: str,
     settings: GenerationSettings = GenerationSettings(),
     stop: threading.Event | None = None,
-    update_every_s: float = UPDATE_EVERY_S,
+    update_every_s: float | None = None,
     job: Job | None = None,
 ) -> Iterator[Generation]:
     """Yield the continuation so far while the generation runs as a job (`job`, or a new one with `stop` and the
-    time limit), starting with the empty one; closing the iterator stops it. The tokens are those of
+    time limit), starting with the empty one, every `update_every_s` (or update_interval's); closing the iterator
+    stops it. The tokens are those of
     `set_seed(seed); model.generate(...)`; they are made on the model thread, in decode steps shared with everyone
     generating at the same time (hub.continuous_batching)."""
     fitted = fit_prompt(generator, check_text(prompt, "Prompt", MAX_PROMPT_CHARS), settings.max_new_tokens)
@@ -226,7 +228,8 @@ def generate_stream(
 
     shown, new_ids = 0, []
     yield so_far([], "")
-    with closing(job.run(generate, name="generate", update_every_s=update_every_s)) as posts:  # closing stops it
+    interval = update_every_s or (lambda: update_interval(model))
+    with closing(job.run(generate, name="generate", update_every_s=interval)) as posts:  # closing stops it
         for posted in posts:
             new_ids = list(posted or [])
             text = generator.tokenizer.decode(new_ids, skip_special_tokens=True)
@@ -234,6 +237,12 @@ def generate_stream(
                 shown = len(new_ids)
                 yield so_far(new_ids, text)
     yield so_far(new_ids, generator.tokenizer.decode(new_ids, skip_special_tokens=True))
+
+
+def update_interval(model: PreTrainedModel) -> float:
+    """Seconds between a stream's updates: UPDATE_EVERY_S, longer while many generate at once. Every update costs
+    CPU time (decoding the text, Gradio's diff and event) taken from the decode steps on a machine's few cores."""
+    return max(UPDATE_EVERY_S, batcher_for(model).generating / UPDATES_PER_S)
 
 
 def run_summary(generation: Generation) -> str:
