@@ -40,6 +40,7 @@ MAX_NEW_TOKENS = 512
 DECODING = ("sampling", "greedy")
 TIME_LIMIT_S = 180  # a generation never runs longer than this, whoever asked for it
 UPDATE_EVERY_S = 0.1  # streamed updates are batched: each one costs CPU time the model thread needs
+FIRST_TOKEN_LOOK_S = 0.01  # how often a stream looks for its first token (a cheap check while the prompt is read)
 UPDATES_PER_S = 40  # in all, at most about this many while many generate at once: each of 16 streams gets 2.5 a second
 
 
@@ -228,7 +229,7 @@ def generate_stream(
 
     shown, new_ids = 0, []
     yield so_far([], "")
-    interval = update_every_s or (lambda: update_interval(model))
+    interval = update_every_s or (lambda: update_interval(model, started=job.posts > 0))
     with closing(job.run(generate, name="generate", update_every_s=interval)) as posts:  # closing stops it
         for posted in posts:
             new_ids = list(posted or [])
@@ -239,9 +240,12 @@ def generate_stream(
     yield so_far(new_ids, generator.tokenizer.decode(new_ids, skip_special_tokens=True))
 
 
-def update_interval(model: PreTrainedModel) -> float:
+def update_interval(model: PreTrainedModel, started: bool = True) -> float:
     """Seconds between a stream's updates: UPDATE_EVERY_S, longer while many generate at once. Every update costs
-    CPU time (decoding the text, Gradio's diff and event) taken from the decode steps on a machine's few cores."""
+    CPU time (decoding the text, Gradio's diff and event) taken from the decode steps on a machine's few cores.
+    Until its first token a stream looks often, so that the first token shows as soon as it is made."""
+    if not started:
+        return FIRST_TOKEN_LOOK_S
     return max(UPDATE_EVERY_S, batcher_for(model).generating / UPDATES_PER_S)
 
 
