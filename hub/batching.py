@@ -7,9 +7,9 @@ then only its model input joins a batch; each caller gets its own result, or its
 the model thread (hub.model_thread), between other visitors' work.
 """
 
-import queue
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Generic, TypeVar
@@ -21,46 +21,59 @@ Result = TypeVar("Result")
 
 MAX_BATCH = 16  # the most requests one forward pass serves; the event's concurrency_limit lets this many in at once
 WAIT_S = 0.005  # how long the first request of a batch waits for others; a lone visitor pays at most this
+BUSY_WAIT_S = 0.1  # after a batch of several, how long the next waits for as many: they come back spread out
 
 
 class MicroBatcher(Generic[Item, Result]):
     """`batcher(item)` blocks until `run_batch([..., item, ...])` has run on the model thread, together with the
-    other items that arrived within `wait_s` of the first waiting one (at most `max_size`), and returns this item's
-    result. `run_batch` returns one result per item, in order. When a batch of several fails, each of its items is
-    run again alone, so an error reaches only the caller whose item causes it."""
+    other items waiting then (at most `max_size`), and returns this item's result. `run_batch` returns one result
+    per item, in order. When a batch of several fails, each of its items is run again alone, so an error reaches
+    only the caller whose item causes it.
+
+    Before asking the model thread for a batch, a caller waits in its own thread (the model thread serves others
+    meanwhile) up to `wait_s` for company. After a batch of several it waits up to `busy_wait_s` until as many are
+    waiting: visitors served together come back together, but spread over a few tens of milliseconds, and a batch
+    that left with the first of them would split them into a batch of one and one of the rest, round after round."""
 
     def __init__(
-        self, run_batch: Callable[[list[Item]], list[Result]], max_size: int = MAX_BATCH, wait_s: float = WAIT_S
+        self,
+        run_batch: Callable[[list[Item]], list[Result]],
+        max_size: int = MAX_BATCH,
+        wait_s: float = WAIT_S,
+        busy_wait_s: float = BUSY_WAIT_S,
     ) -> None:
-        self.run_batch, self.max_size, self.wait_s = run_batch, max_size, wait_s
+        self.run_batch, self.max_size, self.wait_s, self.busy_wait_s = run_batch, max_size, wait_s, busy_wait_s
         self.batch_sizes: Counter[int] = Counter()  # batch size -> how many batches of that size ran
-        self._waiting: queue.SimpleQueue[tuple[float, Item, Future]] = queue.SimpleQueue()
+        self._waiting: deque[tuple[Item, Future]] = deque()
+        self._changed = threading.Condition()  # an item came, or a batch took some
+        self._last_size = 1
 
     def __call__(self, item: Item) -> Result:
         done: Future = Future()
         if model_thread.is_model_thread():  # called from work already on the model thread: nobody can join it
             self._run([(item, done)])
             return done.result()
-        self._waiting.put((time.monotonic(), item, done))
-        # Each call asks the model thread for one batch; the first takes every item waiting, the others find none.
+        entry = (item, done)
+        with self._changed:
+            self._waiting.append(entry)
+            self._changed.notify_all()
+            company = min(self.max_size, max(2, self._last_size))
+            deadline = time.monotonic() + (self.wait_s if self._last_size <= 1 else self.busy_wait_s)
+            while len(self._waiting) < company and entry in self._waiting:
+                if not self._changed.wait(deadline - time.monotonic()):
+                    break
+        # The first of these requests to run takes every item waiting then; the others find none.
         model_thread.submit(self._serve_one_batch)
         return done.result()
 
     def _serve_one_batch(self) -> None:
-        try:
-            arrived, item, done = self._waiting.get_nowait()
-        except queue.Empty:
-            return
-        batch = [(item, done)]
-        # Wait from the first request's arrival: under load the queue already holds the next batch, so no wait.
-        deadline = arrived + self.wait_s
-        while len(batch) < self.max_size:
-            try:
-                _, item, done = self._waiting.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            batch.append((item, done))
-        self._run(batch)
+        with self._changed:
+            batch = [self._waiting.popleft() for _ in range(min(self.max_size, len(self._waiting)))]
+            if batch:
+                self._last_size = len(batch)
+            self._changed.notify_all()  # callers whose items it took stop waiting
+        if batch:
+            self._run(batch)
 
     def _run(self, batch: list[tuple[Item, Future]]) -> None:
         self.batch_sizes[len(batch)] += 1
