@@ -188,6 +188,13 @@ def test_every_step_reports_and_previews_match_decoded_latents(generator, bare_p
     assert pixels(frames[0].images[0]).tolist() != pixels(frames[2].images[0]).tolist()  # the picture changes
 
 
+def test_previews_come_at_most_as_often_as_asked(generator):
+    """A fast model's steps come many times a second; the tab decodes and shows a preview at most every
+    PREVIEW_EVERY_S (each costs a decode and an image sent), every step still reports."""
+    frames = list(generate_frames(generator, PROMPT, ImageSettings(steps=4, **SMALL), preview_every_s=3600))
+    assert [(f.step, len(f.images)) for f in frames] == [(1, 1), (2, 0), (3, 0), (4, 0), (4, 1)]
+
+
 def test_no_previews_when_not_asked(generator):
     frames = list(generate_frames(generator, PROMPT, ImageSettings(steps=3, **SMALL), previews=False))
     assert [len(f.images) for f in frames] == [0, 0, 0, 1]

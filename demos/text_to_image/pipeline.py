@@ -1,6 +1,8 @@
 """Text to image, the model and the pure functions: load a pipeline, check the settings, draw frames step by step."""
 
+import math
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import closing
@@ -224,8 +226,10 @@ def generate_frames(
     stop: threading.Event | None = None,
     previews: bool = True,
     slots: threading.Semaphore | None = None,
+    preview_every_s: float = 0.0,
 ) -> Iterator[Frame]:
-    """Yield a Frame after every denoising step (with preview images if asked) and a final Frame with the images.
+    """Yield a Frame after every denoising step (with preview images if asked, at most one every `preview_every_s`)
+    and a final Frame with the images.
     The pipeline runs as a job, on the model thread, which serves other visitors' work between two denoising steps;
     setting `stop`, or closing this iterator, ends it after the current step. With
     `slots`, the job waits for a free one and holds it until its thread has ended (see hub.jobs)."""
@@ -238,6 +242,8 @@ def generate_frames(
     decoder = generator.preview_decoder if previews else None
     frames: deque[Frame] = deque()  # every step's frame reaches the reader, however fast the steps go
 
+    last_preview = [-math.inf]  # when the last preview was decoded
+
     def draw(job: Job) -> None:
         def on_step_end(pipeline: DiffusionPipeline, index: int, timestep, tensors: dict) -> dict:
             model_thread.serve_waiting()  # others wait for one step of this image, not for all of it
@@ -245,10 +251,13 @@ def generate_frames(
                 raise _Stopped
             done, total = index + 1, getattr(pipeline, "_num_timesteps", settings.steps)
             images = []
-            if decoder is not None and done < total:  # the last step's picture is the final image, decoded next
+            due = time.monotonic() - last_preview[0] >= preview_every_s
+            if decoder is not None and done < total and due:  # the last step's picture is the final image, next
+                last_preview[0] = time.monotonic()
                 latents = tensors["latents"].to(decoder.dtype)
                 decoded = decoder.decode(latents / decoder.config.scaling_factor).sample
                 images = pipeline.image_processor.postprocess(decoded, output_type="pil")
+                model_thread.serve_waiting()  # and between the preview and the next step
             frames.append(Frame(done, total, images))
             job.post(done)
             return tensors

@@ -30,6 +30,10 @@ from hub.models import ModelStore
 from hub.ui import code_accordion, load_model, show_errors
 from hub.visitors import StopSwitches, session_id
 
+# A preview at most every quarter second: a fast model's steps come many times a second, and each preview costs a
+# decode on the model thread and an image encoded and sent, CPU time taken from everyone else's requests.
+PREVIEW_EVERY_S = 0.25
+
 EXAMPLES = [
     ["A cinematic photo of a red fox in a snowy forest at sunrise"],
     ["An astronaut riding a horse on the moon, digital art"],
@@ -197,7 +201,8 @@ def text_to_image_tab(store: ModelStore) -> None:
         start = time.perf_counter()
         with stop_switches.switch(session_id(request)) as stop_switch:
             progress((0, settings.steps), desc="Encoding the prompt")
-            frames = generate_frames(generator, text, settings, stop_switch, bool(show_steps), running_slots)
+            frames = generate_frames(generator, text, settings, stop_switch, bool(show_steps), running_slots,
+                                     preview_every_s=PREVIEW_EVERY_S)  # fmt: skip
             for frame in frames:
                 if frame.final:
                     result = ImageResult(text, settings, time.perf_counter() - start, frame.images)
