@@ -7,6 +7,7 @@ import io
 
 import pytest
 import torch
+from playwright.sync_api import expect
 from torch.nn.functional import cosine_similarity, cross_entropy
 from transformers import (
     AutoConfig,
@@ -738,8 +739,14 @@ def test_browser_explains_then_explains_a_clicked_top_word(page, hub_url):
     page.wait_for_function("() => document.querySelector('#why-attribution-summary').innerText.includes('Baseline')")
     first = summary.inner_text()
     second_word = page.locator("#why-attribution-top").get_by_text("%").nth(1)  # the second most probable word
-    second_word.wait_for()
-    second_word.click()
+    target = page.get_by_label("Target word (empty = the top word)")
+    for _ in range(3):  # a click that lands while the table is still being drawn is lost: click again
+        second_word.click()
+        try:
+            expect(target).not_to_have_value("", timeout=10_000)  # the clicked word went into the target box
+            break
+        except AssertionError:
+            continue
     page.wait_for_function(
         "first => { const t = document.querySelector('#why-attribution-summary').innerText;"
         " return t.includes('Baseline') && t !== first; }",
