@@ -15,6 +15,7 @@ import demos.language.fill_mask
 from demos.clip.zero_shot import image_features
 from demos.language.fill_mask import fill_mask, fill_mask_request, fill_masks
 from demos.vision.image_classification import class_probabilities, classify_image, model_input
+from hub import model_thread
 from hub.batching import MicroBatcher
 from tests.image_samples import photo
 
@@ -78,26 +79,16 @@ def test_a_lone_call_waits_no_longer_than_the_wait():
     assert sorted(took)[10] < 0.005 + 0.010  # the median: the wait plus a thread hand-over on a busy machine
 
 
-def test_after_a_batch_of_several_the_next_waits_for_as_many():
-    """Visitors served together come back spread out: the next batch waits (up to busy_wait_s) for as many as the
-    last one held, instead of leaving with the first and splitting them; a lone visitor after them waits once."""
-    batcher = MicroBatcher(lambda items: items, wait_s=0.005, busy_wait_s=1.0)
-    together([lambda n=n: batcher(n) for n in range(4)], workers=4)  # a batch of four (or a few)
-    held = max(batcher.batch_sizes)
-    batcher.batch_sizes.clear()
-
-    def later(n: int):
-        time.sleep(0.05 * n)  # back 0, 50, 100, 150 ms after the first: far beyond wait_s
-        return batcher(n)
-
-    assert together([lambda n=n: later(n) for n in range(held)], workers=held) == list(range(held))
-    assert dict(batcher.batch_sizes) == {held: 1}  # one batch, not a batch of one and one of the rest
+def test_a_call_waiting_for_company_leaves_the_model_thread_free():
+    batcher = MicroBatcher(lambda items: items, wait_s=0.5)
+    waiting = threading.Thread(target=batcher, args=("x",))
+    waiting.start()
+    time.sleep(0.05)  # the call is waiting for others to join it
     start = time.perf_counter()
-    batcher("alone")  # waits for others who do not come, at most busy_wait_s, once
-    assert dict(batcher.batch_sizes) == {held: 1, 1: 1} and time.perf_counter() - start < 1.5
-    start = time.perf_counter()
-    batcher("alone again")
-    assert time.perf_counter() - start < 0.5  # the last batch held one: no long wait
+    assert model_thread.run(lambda: "served") == "served"
+    assert time.perf_counter() - start < 0.3  # at once, not after the batcher's wait
+    waiting.join()
+    assert dict(batcher.batch_sizes) == {1: 1}
 
 
 # --- each model batched equals one at a time ----------------------------------------------------------------
