@@ -2,11 +2,13 @@
 per token (a decode step) on the model thread; a new visitor joins at the next step, one who is done or stopped
 leaves it. Between two steps the model thread serves other work.
 
-Each visitor gets exactly the tokens they would get alone with the same settings and seed: the prompt is read in a
-forward pass of its own, as `generate` reads it; in a decode step each row is one visitor's sequence (shorter ones
-padded on the left, the padding masked out, positions their own); each row's logits go through that visitor's own
-logits processors; a sampled token is drawn with the visitor's own torch.Generator, seeded as `set_seed(seed)` seeds
-torch's, so `multinomial` draws the numbers it draws in `generate`.
+Each visitor gets the tokens they would get alone with the same settings and seed: the prompts of those who join at
+the same step are read in one forward pass (padded on the left, the padding masked out, positions their own, the
+next token's logits only, as `generate` reads a prompt); in a decode step each row is one visitor's sequence
+(padded and masked the same way); each row's logits go through that visitor's own logits processors; a sampled
+token is drawn with the visitor's own torch.Generator, seeded as `set_seed(seed)` seeds torch's, so `multinomial`
+draws the numbers it draws in `generate`. (In float32 the tokens are the same; in bfloat16 a batched product rounds
+differently from a single row's, so at a near-tie a row can pick the other token.)
 
 transformers' own manager (`model.init_continuous_batching()`) is not used: it samples every request from one
 random generator (a visitor's text would depend on who else is generating, so a seed could not reproduce it), has
