@@ -242,18 +242,19 @@ def generate_frames(
     decoder = generator.preview_decoder if previews else None
     frames: deque[Frame] = deque()  # every step's frame reaches the reader, however fast the steps go
 
-    last_preview = [-math.inf]  # when the last preview was decoded
+    last_preview = -math.inf  # when the last preview was decoded
 
     def draw(job: Job) -> None:
         def on_step_end(pipeline: DiffusionPipeline, index: int, timestep, tensors: dict) -> dict:
+            nonlocal last_preview
             model_thread.serve_waiting()  # others wait for one step of this image, not for all of it
             if job.should_stop():
                 raise _Stopped
             done, total = index + 1, getattr(pipeline, "_num_timesteps", settings.steps)
             images = []
-            due = time.monotonic() - last_preview[0] >= preview_every_s
+            due = time.monotonic() - last_preview >= preview_every_s
             if decoder is not None and done < total and due:  # the last step's picture is the final image, next
-                last_preview[0] = time.monotonic()
+                last_preview = time.monotonic()
                 latents = tensors["latents"].to(decoder.dtype)
                 decoded = decoder.decode(latents / decoder.config.scaling_factor).sample
                 images = pipeline.image_processor.postprocess(decoded, output_type="pil")
