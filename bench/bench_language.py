@@ -8,8 +8,9 @@ The hub serves from a process of its own (bench.serve_hub); the bare calls run i
 only torch thread, as a plain script runs them; hub and bare calls alternate. The streamed request is read as a
 browser or curl reads it: Gradio's documented `/gradio_api/call/generate` route, its server-sent events read as
 they arrive. Then many visitors at once: streams (total tokens/s against one visitor's, and each one's first token)
-and fill-mask requests (requests/s against one visitor's, each read as a browser reads it). Last, a fill-mask request while someone fine-tunes or
-draws an image (tiny models for those two), against the same request on an idle hub.
+and fill-mask requests (requests/s against one visitor's, each read as a browser reads it). Last, a fill-mask
+request while someone fine-tunes or draws an image (tiny models for those two), against the same request on an idle
+hub.
 """
 
 import argparse
@@ -158,7 +159,8 @@ def bench_language(
         many_rps = args.visitors * requests / at_once(visitor, args.visitors)[0]
 
     print(
-        f"{resolved}: generation {gen}; sampling alone {alone}; {args.visitors} streams {wall:.1f} s, first tokens {first_tokens}; "
+        f"{resolved}: generation {gen}; sampling alone {alone}; {args.visitors} streams {wall:.1f} s, "
+        f"first tokens {first_tokens}; "
         f"fill-mask {mask}; fill-mask requests/s {one_rps:.2f} alone, {many_rps:.2f} with {args.visitors}",
         flush=True,
     )

@@ -194,9 +194,8 @@ def generate_stream(
 ) -> Iterator[Generation]:
     """Yield the continuation so far while the generation runs as a job (`job`, or a new one with `stop` and the
     time limit), starting with the empty one, every `update_every_s` (or update_interval's); closing the iterator
-    stops it. The tokens are those of
-    `set_seed(seed); model.generate(...)`; they are made on the model thread, in decode steps shared with everyone
-    generating at the same time (hub.continuous_batching)."""
+    stops it. The tokens are those of `set_seed(seed); model.generate(...)`; they are made on the model thread, in
+    decode steps shared with everyone generating at the same time (hub.continuous_batching)."""
     fitted = fit_prompt(generator, check_text(prompt, "Prompt", MAX_PROMPT_CHARS), settings.max_new_tokens)
     model, input_ids = generator.model, fitted.input_ids.to(generator.model.device)
     prompt_ids = fitted.input_ids[0].tolist()
