@@ -49,27 +49,30 @@ def build_full_size_models(folder: Path) -> dict[str, str]:
     return {"text-generation": str(gpt2), "fill-mask": str(bert)}
 
 
-def stream_generate(url: str, tokens: int, decoding: str = "greedy", seed: int = 0) -> tuple[float, float]:
+def stream_generate(
+    http: httpx.Client, url: str, tokens: int, decoding: str = "greedy", seed: int = 0
+) -> tuple[float, float]:
     """One /generate request read as a browser reads its stream: (seconds to the first token, seconds in all).
-    The stream opens with an empty update and then sends one per new batch of tokens, so the first token is the
-    second update. Its text may still be empty: the random model draws ids the small tokenizer decodes to nothing."""
+    `http` is the visitor's open connection (a browser's page is open before Generate is pressed; making an
+    httpx client costs tens of milliseconds of CPU). The stream opens with an empty update and then sends one per
+    new batch of tokens, so the first token is the second update. Its text may still be empty: the random model
+    draws ids the small tokenizer decodes to nothing."""
     start, first, updates = time.perf_counter(), None, 0
-    with httpx.Client(timeout=600) as http:
-        data = [PROMPT, tokens, decoding, 0.8, 50, 0.95, 1.0, seed]
-        event_id = http.post(f"{url}gradio_api/call/generate", json={"data": data}).json()["event_id"]
-        with http.stream("GET", f"{url}gradio_api/call/generate/{event_id}") as stream:
-            event = ""
-            for line in stream.iter_lines():  # read as it arrives: a browser's EventSource, or curl -N
-                if line.startswith("event: "):
-                    event = line[len("event: ") :]
-                elif line.startswith("data: "):
-                    if event == "generating":
-                        updates += 1
-                        if first is None and (updates == 2 or json.loads(line[6:])[0]):
-                            first = time.perf_counter() - start
-                    if event in ("complete", "error"):
-                        assert event == "complete", line
-                        break
+    data = [PROMPT, tokens, decoding, 0.8, 50, 0.95, 1.0, seed]
+    event_id = http.post(f"{url}gradio_api/call/generate", json={"data": data}).json()["event_id"]
+    with http.stream("GET", f"{url}gradio_api/call/generate/{event_id}") as stream:
+        event = ""
+        for line in stream.iter_lines():  # read as it arrives: a browser's EventSource, or curl -N
+            if line.startswith("event: "):
+                event = line[len("event: ") :]
+            elif line.startswith("data: "):
+                if event == "generating":
+                    updates += 1
+                    if first is None and (updates == 2 or json.loads(line[6:])[0]):
+                        first = time.perf_counter() - start
+                if event in ("complete", "error"):
+                    assert event == "complete", line
+                    break
     total = time.perf_counter() - start
     return (total if first is None else first), total
 
@@ -127,12 +130,15 @@ def bench_language(
                 )  # fmt: skip
             assert out.shape[1] - input_ids.shape[1] == args.tokens
 
-        gen = alternate({"bare": bare_generate, "hub": lambda: stream_generate(url, args.tokens)}, args.repeat)
+        # Each visitor's connection is open before they press Generate, as their browser's page is.
+        connections = [httpx.Client(timeout=600) for _ in range(args.visitors)]
+        read = lambda n, decoding="greedy": stream_generate(connections[n], url, args.tokens, decoding, n)  # noqa: E731
+        gen = alternate({"bare": bare_generate, "hub": lambda: read(0)}, args.repeat)
         one_visitor_tps = args.tokens / gen["hub"]
         # The many visitors sample (each their own seed): against the same request from one visitor alone.
-        alone = alternate({"sampling": lambda: stream_generate(url, args.tokens, "sampling", 0)}, args.repeat)
+        alone = alternate({"sampling": lambda: read(0, "sampling")}, args.repeat)
         one_sampling_tps = args.tokens / alone["sampling"]
-        wall, streams = at_once(lambda n: stream_generate(url, args.tokens, "sampling", n), args.visitors)
+        wall, streams = at_once(lambda n: read(n, "sampling"), args.visitors)
         many_tps = args.visitors * args.tokens / wall
         first_tokens = sorted(first for first, _ in streams)
 
@@ -149,7 +155,6 @@ def bench_language(
         # Many visitors read their answers as a browser does (REST and server-sent events): gradio_client's
         # iterator polls every millisecond, so 16 of them took 0.6 of a core of this 2-core machine from the hub.
         requests = 4
-        connections = [httpx.Client(timeout=600) for _ in range(args.visitors)]
 
         def visitor(n: int) -> None:
             for _ in range(requests):
@@ -157,6 +162,8 @@ def bench_language(
 
         one_rps = requests / statistics.median(at_once(visitor, 1)[0] for _ in range(3))
         many_rps = args.visitors * requests / at_once(visitor, args.visitors)[0]
+        for connection in connections:
+            connection.close()
 
     print(
         f"{resolved}: generation {gen}; sampling alone {alone}; {args.visitors} streams {wall:.1f} s, "
