@@ -4,7 +4,7 @@ CLIP also with a repeated label set (text embeddings cached) against a new label
 /vit_attention (where ViT looks) against timm's forward with attentions (fused attention off, AttentionExtract).
 
 The hub serves from a process of its own (bench.serve_hub), the do-nothing round trips from another
-(bench.echo_server); the bare recipes and the hub's core functions run in this process's main thread, its only
+(bench.echo_server), both called as a browser's page calls them (bench.common.BrowserClient: upload, then the call); the bare recipes and the hub's core functions run in this process's main thread, its only
 torch thread, as a plain script runs them. Hub and bare calls alternate.
 
     python -m bench.bench_vision                    # prints markdown tables for the README
@@ -23,15 +23,14 @@ import numpy as np
 import open_clip
 import timm
 import torch
-from gradio_client import Client, handle_file
 from PIL import Image
 from safetensors.torch import save_file
 from timm.data import create_transform, resolve_model_data_config
 from timm.utils import AttentionExtract
 
-from bench.common import alternate, cpu_name, do_nothing_round_trip, markdown_table, server_process
+from bench.common import BrowserClient, alternate, browser_round_trip, cpu_name, markdown_table, server_process
 from demos.clip import tab as clip_zero_shot
-from demos.clip.zero_shot import load_clip, zero_shot
+from demos.clip.zero_shot import DEFAULT_TEMPLATE, load_clip, zero_shot
 from demos.vision.image_classification import build_tiny_vit, classify_image, load_classifier
 from demos.vision.vit_attention import vit_attention
 from hub.images import example_photos
@@ -127,17 +126,18 @@ def bench_dtype(
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[hub["dtype"]]
         # The bare side and the hub's core: the same weights in the same dtype, in this process's main thread.
         classifier, clip = load_classifier(str(vit_dir), dtype), load_clip(str(clip_dir), dtype)
-        client, echo_client = Client(hub["url"], verbose=False), Client(echo["url"], verbose=False)
+        # Requests as a browser's page makes them: the photo uploaded, then the call (bench.common.BrowserClient).
+        client, echo_client = BrowserClient(hub["url"]), BrowserClient(echo["url"])
 
         def do_nothing() -> None:  # Gradio's round trip for an image request: the upload too
-            echo_client.predict(handle_file(str(photo)), api_name="/image_echo")
+            echo_client.call("image_echo", echo_client.upload(photo))
 
         vit = alternate(
             {
                 "round trip": do_nothing,
                 "bare": lambda: bare_vit(classifier.model, photo),
                 "core": lambda: classify_image(classifier, str(photo), 5),
-                "http": lambda: client.predict(handle_file(str(photo)), 5, api_name="/classify_image"),
+                "http": lambda: client.call("classify_image", client.upload(photo), 5),
             },
             repeat,
         )
@@ -150,7 +150,7 @@ def bench_dtype(
                 "round trip": do_nothing,
                 "bare": lambda: bare_vit_attention(extract, photo),
                 "core": lambda: vit_attention(classifier, str(photo)),
-                "http": lambda: client.predict(handle_file(str(photo)), api_name="/vit_attention"),
+                "http": lambda: client.call("vit_attention", client.upload(photo), 0, 0),
             },
             repeat,
         )
@@ -171,7 +171,7 @@ def bench_dtype(
             return f"a cat {n}, a dog {n}, a rocket {n}"
 
         def http(labels: str) -> None:
-            client.predict(handle_file(str(photo)), labels, api_name="/zero_shot")
+            client.call("zero_shot", client.upload(photo), labels, DEFAULT_TEMPLATE, False)
 
         timings = alternate(
             {
@@ -195,6 +195,8 @@ def bench_dtype(
             )
             for kind in ("new", "repeated")
         ]
+        client.close()
+        echo_client.close()
     return [vit_row, attention_row], clip_rows
 
 
@@ -235,9 +237,10 @@ def main() -> None:
         photo = scratch / "coffee.jpg"
         Image.fromarray(np.asarray(example_photos()[1])).save(photo, quality=95)  # 600x400, like a web photo
 
-        text_round_trip = do_nothing_round_trip()
+        text_round_trip = browser_round_trip()
         print(f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-        print(f"Gradio do-nothing round trip, text (a server process of its own): {text_round_trip * 1e3:.0f} ms\n")
+        print(f"Gradio do-nothing round trip, text, as a browser calls it (a server process of its own): "
+              f"{text_round_trip * 1e3:.0f} ms\n")  # fmt: skip
         vit_rows, clip_rows = [], []
         for dtype_name in args.dtypes.split(","):
             more_vit, more_clip = bench_dtype(

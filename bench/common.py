@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gradio as gr  # noqa: E402
+import httpx  # noqa: E402
 from gradio_client import Client  # noqa: E402
 
 
@@ -80,6 +82,64 @@ def server_process(module: str, *args: str) -> Iterator[dict]:
     finally:
         process.stdin.close()
         process.wait(timeout=60)
+
+
+class BrowserClient:
+    """Calls a Gradio app as a browser's page (or curl) does: POST `/gradio_api/call/<name>`, then its server-sent
+    events read as they arrive, over one connection kept open (a page is open before its button is pressed); a file
+    is uploaded first (`POST /gradio_api/upload`), as a page uploads the image a visitor picks.
+
+    The benchmarks of single requests use this rather than gradio_client: while waiting for a result,
+    gradio_client's `predict` checks for it every millisecond, which took 56 ms of CPU per 130 ms BERT request on a
+    2-core machine, a core the server's two torch threads then shared: the hub's forward pass measured 54-60 ms
+    against 34 ms with this client (hub.model_thread's libgomp note says why a busy core hurts so much)."""
+
+    def __init__(self, url: str):
+        self.url, self.http = url, httpx.Client(timeout=600)
+        # A page's requests share its session; without one, Gradio sets up a new session (the state of every block
+        # of the app) for each request: 5 ms a request on a two-tab hub.
+        self.session_hash = uuid.uuid4().hex
+
+    def upload(self, path: str | Path) -> dict:
+        """Upload a file; what an endpoint's file input takes (Gradio's FileData)."""
+        with open(path, "rb") as file:
+            response = self.http.post(f"{self.url}gradio_api/upload", files={"files": (Path(path).name, file)})
+        response.raise_for_status()
+        return {"path": response.json()[0], "orig_name": Path(path).name, "meta": {"_type": "gradio.FileData"}}
+
+    def call(self, api_name: str, *data: object) -> list:
+        """One request; its outputs. A failed one raises, with Gradio's message."""
+        body = {"data": list(data), "session_hash": self.session_hash}
+        posted = self.http.post(f"{self.url}gradio_api/call/{api_name}", json=body)
+        posted.raise_for_status()
+        with self.http.stream("GET", f"{self.url}gradio_api/call/{api_name}/{posted.json()['event_id']}") as stream:
+            event = ""
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    event = line[len("event: ") :]
+                elif line.startswith("data: ") and event in ("complete", "error"):
+                    if event == "error":
+                        raise RuntimeError(f"/{api_name}: {line[len('data: ') :]}")
+                    return json.loads(line[len("data: ") :])
+        raise RuntimeError(f"/{api_name}: the stream ended without a result")
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def browser_round_trip(repeat: int = 20, image: str | Path | None = None) -> float:
+    """Seconds Gradio's own round trip costs for a request that does nothing, called as a browser calls it
+    (BrowserClient; with `image`, its upload too), served by a process of its own."""
+    with server_process("bench.echo_server") as info:
+        client = BrowserClient(info["url"])
+        if image is None:
+            call = lambda: client.call("echo", "x")  # noqa: E731
+        else:
+            call = lambda: client.call("image_echo", client.upload(image))  # noqa: E731
+        try:
+            return median_seconds(call, repeat=repeat, warmup=3)
+        finally:
+            client.close()
 
 
 def do_nothing_round_trip(repeat: int = 20) -> float:
