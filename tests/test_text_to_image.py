@@ -356,12 +356,13 @@ def test_api_defaults_draw_one_512px_image(client):
     assert Image.open(client.predict("a cat", api_name="/text_to_image")).size == (512, 512)
 
 
-def test_api_streams_a_preview_per_step(client):
+def test_api_streams_an_update_per_step_a_jpeg_preview_and_the_png_image(client):
     job = client.submit(PROMPT, "", 3, 0.0, 64, 64, 0, 1, True, api_name="/text_to_image")
     outputs = list(job)
-    # An empty update first (from then on a cancel can close the handler), the previews of steps 1 and 2, the image.
+    # An empty update first (from then on a cancel can close the handler), steps 1 and 2, the image.
     assert len(outputs) == 4 and outputs[0] == {"__type__": "update"}
-    assert outputs[-1] == job.result()
+    assert Image.open(outputs[1]).format == "JPEG"  # step 1's preview: 1 ms to encode where a PNG takes 70
+    assert outputs[-1] == job.result() and Image.open(outputs[-1]).format == "PNG"
 
 
 @pytest.mark.parametrize("previews", [True, False])
