@@ -22,73 +22,69 @@ from tests.image_samples import photo
 # --- the batcher --------------------------------------------------------------------------------------------
 
 
-def together(calls: list, workers: int = 16) -> list:
-    """Run the calls from as many threads at once; each call's result, or the exception it raised."""
-    start = threading.Barrier(len(calls))
+def while_the_model_thread_is_busy(batcher: MicroBatcher, calls: list) -> list:
+    """Start the calls from threads of their own while the model thread is busy with other work, so that they queue
+    as concurrent visitors' requests do; then free it. Each call's result, or the exception it raised."""
+    busy, free = threading.Event(), threading.Event()
+    model_thread.submit(lambda: (busy.set(), free.wait(10)))
+    busy.wait(10)
 
     def run(call):
-        start.wait()
         try:
             return call()
         except Exception as error:
             return error
 
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(run, calls))
+    with ThreadPoolExecutor(len(calls)) as pool:
+        results = [pool.submit(run, call) for call in calls]
+        deadline = time.monotonic() + 10
+        while batcher.waiting < len(calls) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        free.set()
+        return [result.result() for result in results]
 
 
-def test_calls_at_the_same_time_run_as_one_batch_and_each_gets_its_own_result():
+def test_requests_that_come_while_the_model_is_busy_run_as_one_batch_each_with_its_own_result():
     seen = []
 
     def square_all(items):
         seen.append(list(items))
-        time.sleep(0.01)
         return [x * x for x in items]
 
-    batcher = MicroBatcher(square_all, max_size=16, wait_s=0.05)
-    assert together([lambda n=n: batcher(n) for n in range(12)], workers=12) == [n * n for n in range(12)]
-    assert max(len(batch) for batch in seen) > 1  # served together
-    assert sorted(x for batch in seen for x in batch) == list(range(12))  # each once
+    batcher = MicroBatcher(square_all, max_size=16)
+    results = while_the_model_thread_is_busy(batcher, [lambda n=n: batcher(n) for n in range(12)])
+    assert results == [n * n for n in range(12)]
+    assert len(seen) == 1 and sorted(seen[0]) == list(range(12))  # one batch, each item once
 
 
 def test_a_batch_is_never_larger_than_its_bound():
-    batcher = MicroBatcher(lambda items: [x + 1 for x in items], max_size=4, wait_s=0.05)
-    assert together([lambda n=n: batcher(n) for n in range(10)], workers=10) == list(range(1, 11))
-    assert max(batcher.batch_sizes) <= 4 and sum(s * n for s, n in batcher.batch_sizes.items()) == 10
+    batcher = MicroBatcher(lambda items: [x + 1 for x in items], max_size=4)
+    results = while_the_model_thread_is_busy(batcher, [lambda n=n: batcher(n) for n in range(10)])
+    assert results == list(range(1, 11))
+    assert dict(batcher.batch_sizes) == {4: 2, 2: 1}
 
 
 def test_an_item_that_fails_fails_only_its_own_caller():
     def invert_all(items):
         return [1 / x for x in items]  # one zero makes the whole batch raise
 
-    batcher = MicroBatcher(invert_all, wait_s=0.05)
-    results = together([lambda x=x: batcher(x) for x in (1, 2, 0, 4)], workers=4)
+    batcher = MicroBatcher(invert_all)
+    results = while_the_model_thread_is_busy(batcher, [lambda x=x: batcher(x) for x in (1, 2, 0, 4)])
     assert results[0] == 1 and results[1] == 0.5 and results[3] == 0.25
     assert isinstance(results[2], ZeroDivisionError)
     assert batcher(8) == 0.125  # and the batcher goes on serving
 
 
-def test_a_lone_call_waits_no_longer_than_the_wait():
-    batcher = MicroBatcher(lambda items: items, wait_s=0.005)
-    batcher("warm")  # the worker thread starts with the first call
+def test_a_lone_request_runs_at_once_without_waiting_for_company():
+    batcher = MicroBatcher(lambda items: items)
+    batcher("warm")  # the model thread starts with the first call
     took = []
     for _ in range(20):
         start = time.perf_counter()
         batcher("x")
         took.append(time.perf_counter() - start)
-    assert sorted(took)[10] < 0.005 + 0.010  # the median: the wait plus a thread hand-over on a busy machine
-
-
-def test_a_call_waiting_for_company_leaves_the_model_thread_free():
-    batcher = MicroBatcher(lambda items: items, wait_s=0.5)
-    waiting = threading.Thread(target=batcher, args=("x",))
-    waiting.start()
-    time.sleep(0.05)  # the call is waiting for others to join it
-    start = time.perf_counter()
-    assert model_thread.run(lambda: "served") == "served"
-    assert time.perf_counter() - start < 0.3  # at once, not after the batcher's wait
-    waiting.join()
-    assert dict(batcher.batch_sizes) == {1: 1}
+    assert dict(batcher.batch_sizes) == {1: 21}
+    assert sorted(took)[10] < 0.004  # the median: a hand-over to the model thread and back, no wait
 
 
 # --- each model batched equals one at a time ----------------------------------------------------------------
@@ -167,6 +163,7 @@ def test_concurrent_visitors_share_forward_passes_and_a_bad_one_fails_alone(hub_
 
     def counted(fill, requests):
         batch_sizes.append(len(requests))
+        time.sleep(0.05)  # as long as a real BERT's forward pass: the visitors who come meanwhile queue for the next
         return real(fill, requests)
 
     monkeypatch.setattr(demos.language.fill_mask, "fill_masks", counted)  # the tab's batcher looks it up at each batch
