@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
 
+import hub.images
 from hub.errors import HubError
-from hub.images import MAX_ASPECT_RATIO, MAX_PIXELS_PER_CALL, check_total_pixels, load_image
+from hub.images import MAX_ASPECT_RATIO, MAX_PIXELS_PER_CALL, TRIM_AFTER_PIXELS, check_total_pixels, load_image
 from tests.image_samples import bomb_png, halves, write_bad_images, write_good_images
 
 
@@ -135,3 +136,15 @@ def test_nan_in_a_float_image_does_not_crash():
     values = np.full((4, 4), math.nan, dtype=np.float32)
     values[0, 0] = 0.5
     assert load_image(Image.fromarray(values, mode="F")).mode == "RGB"
+
+
+def test_memory_goes_back_to_the_system_at_once_after_a_large_picture_only(monkeypatch):
+    trims = []
+    monkeypatch.setattr(hub.images, "release_freed_memory", lambda: trims.append("trim"))
+    web_photo = 600 * 400  # leaves little behind: handed back when the server next goes idle, not on every request
+    hub.images.reserve_pixels(web_photo)
+    hub.images.release_pixels(web_photo)
+    assert trims == []
+    hub.images.reserve_pixels(TRIM_AFTER_PIXELS)  # a 4-megapixel picture and more: at once
+    hub.images.release_pixels(TRIM_AFTER_PIXELS)
+    assert trims == ["trim"]
