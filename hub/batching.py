@@ -1,10 +1,10 @@
 """Serving visitors together: the requests that arrive while the model thread is busy run as one forward pass.
 
 On a CPU one forward pass over 16 short inputs costs less than 16 passes over one (bigger matrix products, one trip
-through the Python of the model; BERT base on 2 cores: 1.5-1.9x less per text), so under load each visitor waits less. Gradio's own `batch=True` cannot fail
-one item of a batch alone, so the tabs use this instead: each request is checked in its own handler thread first,
-then only its model input joins a batch; each caller gets its own result, or its own exception. The batches run on
-the model thread (hub.model_thread), between other visitors' work.
+through the Python of the model; BERT base on 2 cores: 1.5-1.9x less per text), so under load each visitor waits
+less. Gradio's own `batch=True` cannot fail one item of a batch alone, so the tabs use this instead: each request is
+checked in its own handler thread first, then only its model input joins a batch; each caller gets its own result,
+or its own exception. The batches run on the model thread (hub.model_thread), between other visitors' work.
 """
 
 import threading
