@@ -22,7 +22,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import torch
 from gradio_client import Client
 from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
@@ -50,29 +49,21 @@ def build_full_size_models(folder: Path) -> dict[str, str]:
 
 
 def stream_generate(
-    http: httpx.Client, url: str, tokens: int, decoding: str = "greedy", seed: int = 0
+    visitor: BrowserClient, tokens: int, decoding: str = "greedy", seed: int = 0
 ) -> tuple[float, float]:
     """One /generate request read as a browser reads its stream: (seconds to the first token, seconds in all).
-    `http` is the visitor's open connection (a browser's page is open before Generate is pressed; making an
+    `visitor` holds the page's open connection and session (a page is open before Generate is pressed; making an
     httpx client costs tens of milliseconds of CPU). The stream opens with an empty update and then sends one per
     new batch of tokens, so the first token is the second update. Its text may still be empty: the random model
     draws ids the small tokenizer decodes to nothing."""
     start, first, updates = time.perf_counter(), None, 0
     data = [PROMPT, tokens, decoding, 0.8, 50, 0.95, 1.0, seed]
-    event_id = http.post(f"{url}gradio_api/call/generate", json={"data": data}).json()["event_id"]
-    with http.stream("GET", f"{url}gradio_api/call/generate/{event_id}") as stream:
-        event = ""
-        for line in stream.iter_lines():  # read as it arrives: a browser's EventSource, or curl -N
-            if line.startswith("event: "):
-                event = line[len("event: ") :]
-            elif line.startswith("data: "):
-                if event == "generating":
-                    updates += 1
-                    if first is None and (updates == 2 or json.loads(line[6:])[0]):
-                        first = time.perf_counter() - start
-                if event in ("complete", "error"):
-                    assert event == "complete", line
-                    break
+    for event, payload in visitor.events("generate", *data):  # as they arrive: a browser's EventSource, or curl -N
+        if event == "generating":
+            updates += 1
+            if first is None and (updates == 2 or json.loads(payload)[0]):
+                first = time.perf_counter() - start
+        assert event != "error", payload
     total = time.perf_counter() - start
     return (total if first is None else first), total
 
@@ -117,7 +108,7 @@ def bench_language(
 
         # Each visitor's connection is open before they press Generate, as their browser's page is.
         visitors = [BrowserClient(url) for _ in range(args.visitors)]
-        read = lambda n, decoding="greedy": stream_generate(visitors[n].http, url, args.tokens, decoding, n)  # noqa: E731
+        read = lambda n, decoding="greedy": stream_generate(visitors[n], args.tokens, decoding, n)  # noqa: E731
         gen = alternate({"bare": bare_generate, "hub": lambda: read(0)}, args.repeat)
         one_visitor_tps = args.tokens / gen["hub"]
         # The many visitors sample (each their own seed): against the same request from one visitor alone.

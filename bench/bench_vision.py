@@ -4,8 +4,9 @@ CLIP also with a repeated label set (text embeddings cached) against a new label
 /vit_attention (where ViT looks) against timm's forward with attentions (fused attention off, AttentionExtract).
 
 The hub serves from a process of its own (bench.serve_hub), the do-nothing round trips from another
-(bench.echo_server), both called as a browser's page calls them (bench.common.BrowserClient: upload, then the call); the bare recipes and the hub's core functions run in this process's main thread, its only
-torch thread, as a plain script runs them. Hub and bare calls alternate.
+(bench.echo_server), both called as a browser's page calls them (bench.common.BrowserClient: upload, then the call);
+the bare recipes and the hub's core functions run in this process's main thread, its only torch thread, as a plain
+script runs them. Hub and bare calls alternate.
 
     python -m bench.bench_vision                    # prints markdown tables for the README
     python -m bench.bench_vision --preset tiny      # the tiny test models: a quick check of the overheads

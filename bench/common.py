@@ -107,8 +107,9 @@ class BrowserClient:
         response.raise_for_status()
         return {"path": response.json()[0], "orig_name": Path(path).name, "meta": {"_type": "gradio.FileData"}}
 
-    def call(self, api_name: str, *data: object) -> list:
-        """One request; its outputs. A failed one raises, with Gradio's message."""
+    def events(self, api_name: str, *data: object) -> Iterator[tuple[str, str]]:
+        """One request's server-sent events as they arrive: (event, data) pairs, "generating" ones while it streams,
+        then "complete" or "error"."""
         body = {"data": list(data), "session_hash": self.session_hash}
         posted = self.http.post(f"{self.url}gradio_api/call/{api_name}", json=body)
         posted.raise_for_status()
@@ -117,27 +118,31 @@ class BrowserClient:
             for line in stream.iter_lines():
                 if line.startswith("event: "):
                     event = line[len("event: ") :]
-                elif line.startswith("data: ") and event in ("complete", "error"):
-                    if event == "error":
-                        raise RuntimeError(f"/{api_name}: {line[len('data: ') :]}")
-                    return json.loads(line[len("data: ") :])
+                elif line.startswith("data: "):
+                    yield event, line[len("data: ") :]
+                    if event in ("complete", "error"):
+                        return
+
+    def call(self, api_name: str, *data: object) -> list:
+        """One request; its outputs. A failed one raises, with Gradio's message."""
+        for event, payload in self.events(api_name, *data):
+            if event == "error":
+                raise RuntimeError(f"/{api_name}: {payload}")
+            if event == "complete":
+                return json.loads(payload)
         raise RuntimeError(f"/{api_name}: the stream ended without a result")
 
     def close(self) -> None:
         self.http.close()
 
 
-def browser_round_trip(repeat: int = 20, image: str | Path | None = None) -> float:
-    """Seconds Gradio's own round trip costs for a request that does nothing, called as a browser calls it
-    (BrowserClient; with `image`, its upload too), served by a process of its own."""
+def browser_round_trip(repeat: int = 20) -> float:
+    """Seconds Gradio's own round trip costs for a text request that does nothing, called as a browser calls it
+    (BrowserClient), served by a process of its own."""
     with server_process("bench.echo_server") as info:
         client = BrowserClient(info["url"])
-        if image is None:
-            call = lambda: client.call("echo", "x")  # noqa: E731
-        else:
-            call = lambda: client.call("image_echo", client.upload(image))  # noqa: E731
         try:
-            return median_seconds(call, repeat=repeat, warmup=3)
+            return median_seconds(lambda: client.call("echo", "x"), repeat=repeat, warmup=3)
         finally:
             client.close()
 
