@@ -6,9 +6,11 @@ import urllib.request
 from pathlib import Path
 
 
-def rest_call(hub_url: str, api_name: str, data: list) -> str:
-    """POST the data, then read the whole event stream; returns it as text ("event: error" / "event: complete")."""
-    body = json.dumps({"data": data}).encode()  # json writes NaN as a bare NaN, as a hostile caller could
+def rest_call(hub_url: str, api_name: str, data: list, session_hash: str | None = None) -> str:
+    """POST the data, then read the whole event stream; returns it as text ("event: error" / "event: complete").
+    Without a `session_hash` Gradio makes a new session for the call, as for a new visitor."""
+    request_body = {"data": data} if session_hash is None else {"data": data, "session_hash": session_hash}
+    body = json.dumps(request_body).encode()  # json writes NaN as a bare NaN, as a hostile caller could
     request = urllib.request.Request(f"{hub_url}gradio_api/call/{api_name}", body, {"Content-Type": "application/json"})
     event_id = json.load(urllib.request.urlopen(request))["event_id"]
     return urllib.request.urlopen(f"{hub_url}gradio_api/call/{api_name}/{event_id}").read().decode()
