@@ -12,6 +12,10 @@ a thread per job or a batcher's thread pays that on every forward pass; one thre
 
 Work runs in the order it was handed in. A long blocking library call (a diffusion pipeline) calls `serve_waiting()`
 between its steps, which runs the work handed in meanwhile. Calls from the model thread itself run at once.
+
+At exit (Ctrl+C) the thread is closed first: work not yet started is refused and a long call stops at its next step,
+so the server does not wait for a visitor's job to end, and torch is not inside a call when Python tears down (libgomp
+then aborts the process: "terminate called without an active exception").
 """
 
 import contextvars
@@ -29,9 +33,19 @@ Item = TypeVar("Item")
 NAME = "model-thread"
 
 _Task = tuple[contextvars.Context, Callable[..., Any], tuple, dict, Future]
-_tasks: "queue.SimpleQueue[_Task]" = queue.SimpleQueue()
+_tasks: "queue.SimpleQueue[_Task | None]" = queue.SimpleQueue()
 _thread: threading.Thread | None = None
 _start_lock = threading.Lock()
+_closing = threading.Event()
+_closing_lock = threading.Lock()  # nothing is handed in after _STOP
+_STOP = None  # handed in by `close`: the thread ends when it reaches it
+
+
+class ModelThreadClosed(RuntimeError):
+    """Raised to work handed in after `close`, and inside a long call that serves the waiting work."""
+
+    def __init__(self) -> None:
+        super().__init__("The server is shutting down.")
 
 
 def is_model_thread() -> bool:
@@ -43,7 +57,11 @@ def submit(fn: Callable[..., Result], *args: Any, **kwargs: Any) -> "Future[Resu
     """Hand `fn(*args, **kwargs)` to the model thread without waiting; it runs with the caller's context variables
     (Gradio's request context: gr.Warning and gr.Progress work there)."""
     done: Future = Future()
-    _tasks.put((contextvars.copy_context(), fn, args, kwargs, done))
+    with _closing_lock:
+        if _closing.is_set():
+            done.set_exception(ModelThreadClosed())
+            return done
+        _tasks.put((contextvars.copy_context(), fn, args, kwargs, done))
     _start()
     return done
 
@@ -77,6 +95,8 @@ def serve_waiting() -> None:
     so that others wait for one step of it, not for all of it. Work handed in while this runs waits for the next."""
     if not is_model_thread():
         return
+    if _closing.is_set():
+        raise ModelThreadClosed()
     # The long call may run without gradients (a pipeline's no_grad, inference_mode): the work served here runs as
     # it would on its own (a training step needs them).
     with torch.inference_mode(False), torch.enable_grad():
@@ -85,12 +105,18 @@ def serve_waiting() -> None:
                 task = _tasks.get_nowait()
             except queue.Empty:
                 return
+            if task is _STOP:
+                _tasks.put(_STOP)  # for the loop in _serve, once the long call has stopped
+                raise ModelThreadClosed()
             _execute(task)
 
 
 def _execute(task: _Task) -> None:
     context, fn, args, kwargs, done = task
     if not done.set_running_or_notify_cancel():
+        return
+    if _closing.is_set():
+        done.set_exception(ModelThreadClosed())
         return
     try:
         result = context.run(fn, *args, **kwargs)
@@ -101,8 +127,18 @@ def _execute(task: _Task) -> None:
 
 
 def _serve() -> None:
-    while True:
-        _execute(_tasks.get())
+    while (task := _tasks.get()) is not _STOP:
+        _execute(task)
+
+
+def close(timeout_s: float = 10.0) -> None:
+    """Refuse the work not yet started, stop a long call at its next `serve_waiting`, and wait (at most `timeout_s`)
+    for the step that is running to end and the thread with it. Runs at exit."""
+    with _closing_lock:
+        _closing.set()
+        _tasks.put(_STOP)
+    if _thread is not None and not is_model_thread():
+        _thread.join(timeout_s)
 
 
 def _start() -> None:
@@ -113,6 +149,9 @@ def _start() -> None:
         if _thread is None:
             _thread = threading.Thread(target=_serve, name=NAME, daemon=True)  # set first: is_model_thread reads it
             _thread.start()
+            # Before Python waits for the other threads (Gradio's workers, which may be waiting for a step here), as
+            # concurrent.futures closes its pools: a plain atexit handler would run after that wait.
+            threading._register_atexit(close)
 
 
 OFF = "off_model_thread"  # the attribute hub.ui.show_errors reads

@@ -2,9 +2,13 @@
 that calls every endpoint of every tab while a global forward hook records which threads run the models."""
 
 import contextvars
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,6 +82,49 @@ def test_closing_a_stream_of_steps_does_not_wait_for_the_model_thread():
     stream.close()  # what Gradio does on its event loop when a visitor cancels
     assert time.monotonic() - started < 0.3
     busy.result()
+
+
+EXIT_DURING_A_JOB = """
+import sys, threading, torch
+from hub import model_thread
+
+def endless_steps():  # a visitor's job that nobody stops
+    a = torch.randn(300, 300)
+    while True:
+        a = torch.tanh(a @ a)
+        yield float(a[0, 0])
+
+def endless_long_call():  # a diffusion pipeline's call, serving the waiting work between its steps
+    a = torch.randn(300, 300)
+    while True:
+        a = torch.tanh(a @ a)
+        model_thread.serve_waiting()
+
+def reader():  # a Gradio worker thread reading the job: not a daemon, so Python waits for it at exit
+    try:
+        for step in model_thread.steps(endless_steps()):
+            pass
+    except model_thread.ModelThreadClosed as error:
+        print("reader:", error, flush=True)
+
+if sys.argv[1] == "long call":
+    model_thread.submit(endless_long_call)
+threading.Thread(target=reader).start()
+model_thread.run(torch.ones, 1)  # the model thread has started: the main thread ends, as after Ctrl+C
+"""
+
+
+@pytest.mark.parametrize("running", ["steps", "long call"])
+def test_at_exit_the_model_thread_refuses_new_work_and_stops_a_long_call(tmp_path, running):
+    script = tmp_path / "exit_during_a_job.py"
+    script.write_text(EXIT_DURING_A_JOB)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    # Without `close` at exit Python waits for the reader forever (the timeout fails the test), or libgomp aborts.
+    done = subprocess.run([sys.executable, str(script), running], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "reader: The server is shutting down." in done.stdout
+    assert "terminate called" not in done.stderr
 
 
 # --- a session of every tab --------------------------------------------------------------------------------
